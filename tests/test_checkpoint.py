@@ -189,3 +189,21 @@ def test_missing_shard_listed_in_index(tmp_path):
 def test_not_a_folder(tmp_path):
     with pytest.raises(CheckpointError, match="not a folder"):
         from_pretrained(tmp_path / "nope")
+
+
+def test_load_model_reads_folder_and_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    from unmask.model import load_model
+    tok = Tokenizer(models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    tok.save(str(tmp_path / "tok.json"))
+    save_pretrained(tiny_model(), tmp_path / "ck", tokenizer=tmp_path / "tok.json")
+    loaded = load_model(tmp_path / "ck")
+    assert loaded.tokenizer.token_to_id("b") == 1 and loaded.name == "ck"
+
+
+def test_load_model_unknown_name(tmp_path):
+    from unmask.errors import UnmaskError
+    from unmask.model import load_model
+    with pytest.raises(UnmaskError, match="no such model folder"):
+        load_model(tmp_path / "missing")

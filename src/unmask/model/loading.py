@@ -1,0 +1,77 @@
+"""Resolve a model name or folder and load everything a sampler needs from it.
+
+`load_model("default")` and `load_model("default-ar")` are the bundled models shipped under
+`unmask/assets/models/`; anything else is a checkpoint folder on disk. Open-weight formats (LLaDA,
+Dream, ...) are recognised by config.json's `model_type` and mapped onto the one Transformer class.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UnmaskError
+from .checkpoint import TOKENIZER_FILE, CheckpointError, from_pretrained, load_generation_config
+from .transformer import Transformer
+
+BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
+BUNDLED_NAMES = ("default", "default-ar")
+
+
+@dataclass
+class LoadedModel:
+    model: Transformer
+    tokenizer: Any | None  # tokenizers.Tokenizer, when the folder has tokenizer.json
+    generation_config: dict[str, Any] = field(default_factory=dict)
+    chat_template: str | None = None
+    path: Path | None = None
+    name: str = ""
+
+
+def resolve_model_path(name_or_path: str | os.PathLike | None) -> tuple[str, Path]:
+    """(display name, folder) for a bundled model name, or a path; None means the bundled default."""
+    name = str(name_or_path) if name_or_path is not None else "default"
+    if name in BUNDLED_NAMES:
+        path = BUNDLED_MODELS_DIR / name
+        if not (path / "config.json").is_file():
+            raise UnmaskError(f"the bundled model {name!r} is not in this install ({path} is missing); "
+                              "pass --model DIR with a checkpoint folder")
+        return name, path
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise UnmaskError(f"{path}: no such model folder (and not one of the bundled names {', '.join(BUNDLED_NAMES)})")
+    return path.name, path
+
+
+def load_tokenizer_file(path: Path):
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception subclass for malformed files
+        raise CheckpointError(f"{path}: not a valid tokenizer.json ({e})") from None
+
+
+def _chat_template(path: Path) -> str | None:
+    cfg = path / "tokenizer_config.json"
+    if cfg.is_file():
+        try:
+            return json.loads(cfg.read_text()).get("chat_template")
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{cfg}: not valid JSON ({e})") from None
+    return None
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
+               dtype: torch.dtype | None = None) -> LoadedModel:
+    name, path = resolve_model_path(name_or_path)
+    model = from_pretrained(path, device=device, dtype=dtype)
+    tok_path = path / TOKENIZER_FILE
+    tokenizer = load_tokenizer_file(tok_path) if tok_path.is_file() else None
+    return LoadedModel(model=model, tokenizer=tokenizer, generation_config=load_generation_config(path),
+                       chat_template=_chat_template(path), path=path, name=name)
