@@ -13,6 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 ATTENTION_MODES = ("bidirectional", "causal", "block_causal")
+# Rotary frequency rescalings, with the keys each needs (Hugging Face's `rope_scaling` names).
+ROPE_SCALINGS = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
 
 # Keys Hugging Face writes into every config.json; accepted on load and ignored.
 _HF_BOOKKEEPING_KEYS = {"model_type", "architectures", "torch_dtype", "transformers_version", "unmask_version"}
@@ -29,6 +34,9 @@ class ModelConfig:
     intermediate_size: int = 704
     max_position_embeddings: int = 1024
     rope_theta: float = 10000.0
+    # None, or {"rope_type": one of ROPE_SCALINGS, plus that type's keys}: stretches the rotary
+    # frequencies of checkpoints trained for long contexts (LLaMA 3.1+ uses "llama3").
+    rope_scaling: dict[str, Any] | None = None
     rms_norm_eps: float = 1e-5
     tie_word_embeddings: bool = False
     attention_bias: bool = False  # bias on q/k/v projections (Qwen2, Dream)
@@ -72,10 +80,24 @@ class ModelConfig:
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
                              f"num_key_value_heads {self.num_key_value_heads}")
+        self._validate_rope_scaling()
         for name in ("mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id"):
             value = getattr(self, name)
             if value is not None and not (0 <= value < self.vocab_size):
                 raise ValueError(f"{name} {value} is outside the vocabulary [0, {self.vocab_size})")
+
+    def _validate_rope_scaling(self) -> None:
+        rs = self.rope_scaling
+        if rs is None:
+            return
+        if not isinstance(rs, dict) or rs.get("rope_type") not in ROPE_SCALINGS:
+            raise ValueError(f"rope_scaling must be null or have rope_type in {tuple(ROPE_SCALINGS)}, got {rs!r}")
+        for key in ROPE_SCALINGS[rs["rope_type"]]:
+            value = rs.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"rope_scaling {rs['rope_type']!r} needs a positive number {key!r}, got {value!r}")
+        if rs["rope_type"] == "llama3" and rs["high_freq_factor"] <= rs["low_freq_factor"]:
+            raise ValueError("rope_scaling 'llama3' needs high_freq_factor > low_freq_factor")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -40,9 +40,29 @@ class RMSNorm(nn.Module):
         return self.weight * xf.to(x.dtype)
 
 
-def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_inverse_frequencies(head_dim: int, theta: float, scaling: dict | None = None,
+                             device: torch.device | str | None = None) -> torch.Tensor:
+    """Rotary inverse frequencies [D_h/2], float32, optionally rescaled (see ModelConfig.rope_scaling)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    if scaling is None:
+        return inv_freq
+    factor = float(scaling["factor"])
+    if scaling["rope_type"] == "linear":  # positions divided by `factor`
+        return inv_freq / factor
+    # "llama3": wavelengths shorter than original_len / high_freq_factor are kept, longer than
+    # original_len / low_freq_factor are stretched by `factor`, and the band between is interpolated
+    # linearly in original_len / wavelength (the rule Meta published with LLaMA 3.1).
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    original = float(scaling["original_max_position_embeddings"])
+    ratio = original * inv_freq / (2 * torch.pi)  # original_len / wavelength
+    smooth = ((ratio - low) / (high - low)).clamp(0.0, 1.0)
+    return (1 - smooth) * inv_freq / factor + smooth * inv_freq
+
+
+def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float,
+                   scaling: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin [B, 1, L, D_h] for positions [B, L], half-split (GPT-NeoX / HF-LLaMA) layout, float32."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    inv_freq = rope_inverse_frequencies(head_dim, theta, scaling, positions.device)
     angles = positions.float()[..., None] * inv_freq  # [B, L, D_h/2]
     angles = torch.cat([angles, angles], dim=-1)[:, None]  # [B, 1, L, D_h]
     return angles.cos(), angles.sin()
@@ -191,7 +211,8 @@ class Transformer(nn.Module):
 
         mask, is_causal = self._attention_mask(position_ids, k_pos, k_valid, q_slot, k_slot, attn_mask, cache,
                                               default_positions)
-        cos, sin = rotary_cos_sin(position_ids, self.config.resolved_head_dim, self.config.rope_theta)
+        cos, sin = rotary_cos_sin(position_ids, self.config.resolved_head_dim, self.config.rope_theta,
+                                  self.config.rope_scaling)
         x = self.model.embed_tokens(input_ids)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, mask, is_causal, cache, i, cache_start)
