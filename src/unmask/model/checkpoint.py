@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -140,7 +140,8 @@ def save_pretrained(
     return directory
 
 
-def load_config(directory: str | os.PathLike) -> ModelConfig:
+def read_config_json(directory: str | os.PathLike) -> dict[str, Any]:
+    """The folder's config.json as a dict (any model_type), or CheckpointError saying what is wrong."""
     directory = Path(directory)
     path = directory / CONFIG_FILE
     if not directory.is_dir():
@@ -153,6 +154,12 @@ def load_config(directory: str | os.PathLike) -> ModelConfig:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
+    return raw
+
+
+def load_config(directory: str | os.PathLike) -> ModelConfig:
+    path = Path(directory) / CONFIG_FILE
+    raw = read_config_json(directory)
     try:
         return ModelConfig.from_dict(raw)
     except (TypeError, ValueError) as e:
@@ -201,19 +208,35 @@ def load_state_dict_shards(directory: Path, device, dtype):
         yield file, tensors
 
 
-def load_weights_into(model: torch.nn.Module, directory: Path, device, dtype) -> None:
-    """Fill a meta-device `model` from the folder's shards, checking names and shapes file by file."""
+def load_weights_into(model: torch.nn.Module, directory: Path, device, dtype,
+                      rename: Callable[[str], str | None] | None = None) -> None:
+    """Fill a meta-device `model` from the folder's shards, checking names and shapes file by file.
+
+    `rename` maps a stored tensor name onto the model's name (foreign formats), or to None for a
+    tensor the model does not keep (e.g. a duplicate of a tied embedding). Each shard's tensors are
+    assigned before the next shard is read, so host memory never holds more than one shard extra.
+    """
     expected = {k: v for k, v in model.state_dict().items()}
     if getattr(model.config, "tie_word_embeddings", False):
         expected.pop("lm_head.weight", None)
     seen: set[str] = set()
-    for file, tensors in load_state_dict_shards(directory, device, dtype):
-        for name, t in tensors.items():
+    for file, stored in load_state_dict_shards(directory, device, dtype):
+        tensors = {}
+        for stored_name in list(stored):
+            t = stored.pop(stored_name)
+            name = rename(stored_name) if rename is not None else stored_name
+            if name is None:
+                continue
+            label = repr(name) if name == stored_name else f"{stored_name!r} (read as {name!r})"
             if name not in expected:
-                raise CheckpointError(f"{directory / file}: unexpected tensor {name!r} for this config")
+                raise CheckpointError(f"{directory / file}: unexpected tensor {label} for this config")
+            if name in tensors or name in seen:
+                raise CheckpointError(f"{directory / file}: tensor {label} appears twice")
             if tuple(t.shape) != tuple(expected[name].shape):
-                raise CheckpointError(f"{directory / file}: tensor {name!r} has shape {tuple(t.shape)}, "
+                raise CheckpointError(f"{directory / file}: tensor {label} has shape {tuple(t.shape)}, "
                                       f"config.json implies {tuple(expected[name].shape)}")
+            tensors[name] = t
+        del stored
         model.load_state_dict(tensors, strict=False, assign=True)
         seen.update(tensors)
         del tensors
@@ -227,10 +250,15 @@ def from_pretrained(directory: str | os.PathLike, *, device: str | torch.device 
                     dtype: torch.dtype | None = None) -> Transformer:
     """Load an unmask checkpoint folder onto `device` (shard by shard, never a second full copy in RAM)."""
     directory = Path(directory)
-    config = load_config(directory)
+    return build_and_load(load_config(directory), directory, device=device, dtype=dtype)
+
+
+def build_and_load(config: ModelConfig, directory: str | os.PathLike, *, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None, rename: Callable[[str], str | None] | None = None) -> Transformer:
+    """Build a Transformer for `config` on the meta device and fill it from the folder's shards."""
     with torch.device("meta"):
         model = Transformer(config)
-    load_weights_into(model, directory, device, dtype)
+    load_weights_into(model, Path(directory), device, dtype, rename)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     return model.eval()
