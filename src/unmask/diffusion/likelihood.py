@@ -1,0 +1,98 @@
+"""Likelihood: a Monte Carlo bound for diffusion models, the exact NLL for autoregressive ones.
+
+Shape legend: B windows, S Monte Carlo samples per window, L tokens per window, G mask groups per
+window (1, or L / block_size for block diffusion), V vocabulary.
+
+Both measure the same quantity, so they can be compared number for number: the negative
+log-likelihood of tokens 1..L-1 of each window given token 0, in nats per predicted token
+(a window has L - 1 of them). Token 0 is given because an autoregressive model without a
+beginning-of-sequence token cannot predict it.
+
+Masked diffusion (bidirectional). For a window with n = L - 1 maskable tokens, the negative ELBO
+(continuous time, log-linear schedule, t = 1 fully masked) integrates out t exactly:
+
+    NELBO(x) = int_0^1 (1/t) E_{M ~ t}[ sum_{i in M} -log p(x_i | x_M masked) ] dt
+             = sum_{M nonempty} (|M|-1)! (n-|M|)! / n!  *  sum_{i in M} -log p(x_i | x_M masked)
+             >= -log p(x_1..x_n | x_0)   (Jensen over random unmasking orders).
+
+It is estimated without bias and with bounded weights by LLaDA's count estimator: draw
+k uniform on {1..n} (stratified over the S samples of a window), mask k positions uniformly at
+random, and weight the summed cross-entropy by n / k (see `masking.count_masks`).
+
+Block diffusion: the bound is the sum over blocks of that same quantity for each block given the
+clean blocks before it; one 2L-layout forward pass estimates every block at once, each block with
+its own count.
+
+Bits per byte: nats/token * (tokens / bytes of the split) / ln 2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .block import block_diffusion_inputs, block_output_logits
+from .losses import align_logits
+from .masking import apply_mask, count_masks, first_token_given
+
+
+def nelbo_draws(num_samples: int, length: int, num_groups: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random draws of one window: (keys [S, L], count_u [S, G]).
+
+    keys order the positions; count_u_{s,g} = frac(u_g + s / S) with one u_g ~ U[0, 1) per group,
+    so the S counts of a group are stratified over {1..n}.
+    """
+    keys = torch.rand(num_samples, length, generator=generator)
+    u = torch.rand(num_groups, generator=generator, dtype=torch.float64)
+    s = torch.arange(num_samples, dtype=torch.float64)[:, None] / num_samples
+    return keys, torch.remainder(u[None, :] + s, 1.0).float()
+
+
+@torch.no_grad()
+def nelbo_estimates(model, x0: torch.Tensor, keys: torch.Tensor, count_u: torch.Tensor, *, mask_token_id: int,
+                    shift_logits: bool, block_size: int | None = None) -> torch.Tensor:
+    """Per-sample estimates [B, S] of the negative ELBO of each window, in nats (summed over its L - 1
+    predicted tokens), for x0 [B, L] with draws keys [B, S, L] and count_u [B, S, G].
+
+    block_size None: masked diffusion (one group, the whole window); else block diffusion with the
+    2L noisy + clean layout. The mean over S is an unbiased estimate of NELBO(x) above.
+    """
+    B, S, L = keys.shape
+    device = x0.device
+    x = x0[:, None, :].expand(B, S, L).reshape(B * S, L)
+    group = block_size or L
+    masked, weight = count_masks(keys.reshape(B * S, L).to(device), count_u.reshape(B * S, -1).to(device),
+                                 first_token_given(L, device), group)
+    x_t = apply_mask(x, masked, mask_token_id)
+    if block_size is None:
+        logits = model(x_t)
+    else:
+        ids, positions, attn = block_diffusion_inputs(x_t, x, block_size)
+        logits = model(ids, position_ids=positions, attn_mask=attn,
+                       logits_slice=None if shift_logits else slice(0, L))
+        logits = block_output_logits(logits, L, block_size, shift_logits)
+    logits, targets = align_logits(logits, x, shift_logits)
+    if shift_logits:
+        masked, weight = masked[:, 1:], weight[:, 1:]
+    rows = masked.nonzero()[:, 0]
+    ce = F.cross_entropy(logits[masked].float(), targets[masked], reduction="none")
+    per_row = torch.zeros(B * S, device=device).index_add_(0, rows, ce * weight[masked])
+    return per_row.view(B, S)
+
+
+@torch.no_grad()
+def ar_nll(model, x: torch.Tensor) -> torch.Tensor:
+    """Exact NLL [B] in nats of tokens 1..L-1 of each window x [B, L] given token 0:
+    sum_{j=1}^{L-1} -log p(x_j | x_<j), from a causal model with shifted logits."""
+    logits = model(x)
+    V = logits.shape[-1]
+    ce = F.cross_entropy(logits[:, :-1].float().reshape(-1, V), x[:, 1:].reshape(-1), reduction="none")
+    return ce.view(x.shape[0], -1).sum(1)
+
+
+def bits_per_byte(nats_per_token: float, tokens_per_byte: float) -> float:
+    """bits/byte = nats/token * tokens/byte / ln 2."""
+    return nats_per_token * tokens_per_byte / math.log(2)
