@@ -1,0 +1,123 @@
+"""Where completions come from: a small interface the eval runner talks to, and its implementations.
+
+- `UnmaskCompleter`: a local checkpoint, decoded by `unmask.sampling` (diffusion or autoregressive);
+- `OpenAICompleter`: any OpenAI-compatible server's /v1/completions (unmask's own, vLLM, ...), through the
+  official `openai` client (imported only when used), so the same harness scores another server.
+
+A completer turns `CompletionRequest`s into `Completion`s and describes itself: `identity()` (which model:
+path and weight hash, or URL and model name) and `settings()` (every decoding setting), both stored in the
+results so that a number can always be traced to what produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import UnmaskError
+
+
+@dataclass
+class CompletionRequest:
+    prompt: str
+    suffix: str | None = None  # infilling: the code after the gap
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    infill_length: int | None = None  # infilling with oracle length: the gap's length in tokens
+
+
+@dataclass
+class Completion:
+    text: str
+    num_tokens: int  # tokens generated
+    num_forwards: int | None  # model forward passes spent on it (None: the backend does not say)
+    seconds: float
+
+
+class Completer(Protocol):
+    def identity(self) -> dict[str, Any]: ...
+
+    def settings(self) -> dict[str, Any]: ...
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens of `text` under the model's tokenizer (None when unknown: no oracle-length infilling)."""
+
+    def complete(self, requests: list[CompletionRequest]) -> list[Completion]: ...
+
+
+def weights_sha256(folder: str | Path) -> dict[str, Any]:
+    """The path of a checkpoint folder and the sha256 of its weight files (one digest over all shards)."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    digest = hashlib.sha256()
+    for path in files:
+        file_digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                file_digest.update(chunk)
+        digest.update(path.name.encode() + b"\0" + file_digest.digest())
+    if not files:
+        raise UnmaskError(f"{folder}: no *.safetensors weight files to identify the model by")
+    single = len(files) == 1
+    return {"path": str(folder.resolve()), "weights": [p.name for p in files],
+            "sha256": file_digest.hexdigest() if single else digest.hexdigest()}
+
+
+class OpenAICompleter:
+    """Completions from an OpenAI-compatible server's /v1/completions."""
+
+    MAX_STOP = 4  # OpenAI's limit; longer lists are cut by the runner after generation anyway
+
+    def __init__(self, base_url: str, model: str, *, max_tokens: int = 128, temperature: float = 0.0,
+                 top_p: float = 1.0, api_key: str | None = None, timeout_s: float = 600.0):
+        try:
+            from openai import OpenAI
+        except ImportError:
+            raise UnmaskError("--url needs the openai package: pip install openai") from None
+        import os
+
+        base_url = base_url.rstrip("/")
+        if not base_url.endswith("/v1"):
+            base_url += "/v1"
+        self.base_url, self.model = base_url, model
+        self.max_tokens, self.temperature, self.top_p = max_tokens, temperature, top_p
+        self.client = OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
+                             timeout=timeout_s, max_retries=2)
+
+    def identity(self) -> dict[str, Any]:
+        return {"url": self.base_url, "model": self.model}
+
+    def settings(self) -> dict[str, Any]:
+        return {"backend": "openai-compatible", "max_tokens": self.max_tokens, "temperature": self.temperature,
+                "top_p": self.top_p}
+
+    def count_tokens(self, text: str) -> int | None:
+        return None
+
+    def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
+        out = []
+        for r in requests:
+            if r.infill_length is not None:
+                raise UnmaskError("oracle-length infilling needs a local model; an OpenAI-compatible URL "
+                                  "cannot be told the gap's length (use --infill-length unknown)")
+            kwargs: dict[str, Any] = dict(model=self.model, prompt=r.prompt, max_tokens=self.max_tokens,
+                                          temperature=self.temperature, top_p=self.top_p, seed=r.seed)
+            if r.suffix is not None:
+                kwargs["suffix"] = r.suffix
+            if r.stop:
+                kwargs["stop"] = list(r.stop[: self.MAX_STOP])
+            start = time.perf_counter()
+            try:
+                response = self.client.completions.create(**kwargs)
+            except Exception as e:  # the client raises its own hierarchy; say which server and why
+                raise UnmaskError(f"{self.base_url}/completions failed: {type(e).__name__}: {e}") from None
+            seconds = time.perf_counter() - start
+            usage = response.usage
+            extra = getattr(usage, "model_extra", None) or {}
+            out.append(Completion(text=response.choices[0].text or "",
+                                  num_tokens=int(usage.completion_tokens) if usage else 0,
+                                  num_forwards=extra.get("forward_passes"), seconds=seconds))
+        return out
