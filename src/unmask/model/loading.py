@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 from ..errors import UnmaskError
-from .checkpoint import TOKENIZER_FILE, CheckpointError, from_pretrained, load_generation_config
+from .adapters import adapt
+from .checkpoint import (TOKENIZER_FILE, CheckpointError, build_and_load, from_pretrained, load_generation_config,
+                         read_config_json)
 from .transformer import Transformer
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
@@ -31,6 +33,7 @@ class LoadedModel:
     chat_template: str | None = None
     path: Path | None = None
     name: str = ""
+    family: str = "unmask"  # "unmask", or the open-weight family its adapter read (e.g. "llada", "dream")
 
 
 def resolve_model_path(name_or_path: str | os.PathLike | None) -> tuple[str, Path]:
@@ -58,20 +61,42 @@ def load_tokenizer_file(path: Path):
 
 
 def _chat_template(path: Path) -> str | None:
+    """The Jinja chat template, wherever transformers saved it: tokenizer_config.json's `chat_template`
+    (a string, or a list of {"name", "template"} of which "default" is used), else chat_template.jinja."""
     cfg = path / "tokenizer_config.json"
     if cfg.is_file():
         try:
-            return json.loads(cfg.read_text()).get("chat_template")
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{cfg}: not valid JSON ({e})") from None
-    return None
+            template = json.loads(cfg.read_text()).get("chat_template")
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise CheckpointError(f"{cfg}: not a valid tokenizer config ({e})") from None
+        if isinstance(template, list):
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            template = named.get("default")
+        if template is not None and not isinstance(template, str):
+            raise CheckpointError(f"{cfg}: chat_template must be a string or a list of named templates")
+        if template:
+            return template
+    jinja = path / "chat_template.jinja"
+    return jinja.read_text() if jinja.is_file() else None
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu",
                dtype: torch.dtype | None = None) -> LoadedModel:
+    """Load a bundled model or a checkpoint folder: unmask's own format, or an open-weight one
+    (LLaDA, Dream family, Fast-dLLM v2, SDAR, Qwen2/Qwen3/LLaMA) recognised by config.json's model_type.
+
+    dtype None keeps the stored dtype. Weights go shard by shard straight to `device`.
+    """
     name, path = resolve_model_path(name_or_path)
-    model = from_pretrained(path, device=device, dtype=dtype)
+    raw = read_config_json(path)
     tok_path = path / TOKENIZER_FILE
     tokenizer = load_tokenizer_file(tok_path) if tok_path.is_file() else None
-    return LoadedModel(model=model, tokenizer=tokenizer, generation_config=load_generation_config(path),
-                       chat_template=_chat_template(path), path=path, name=name)
+    chat_template = _chat_template(path)
+    if raw.get("model_type", "unmask") == "unmask":
+        model = from_pretrained(path, device=device, dtype=dtype)
+        return LoadedModel(model=model, tokenizer=tokenizer, generation_config=load_generation_config(path),
+                           chat_template=chat_template, path=path, name=name)
+    adapted = adapt(path, raw, tokenizer)
+    model = build_and_load(adapted.config, path, device=device, dtype=dtype, rename=adapted.rename)
+    return LoadedModel(model=model, tokenizer=tokenizer, generation_config=adapted.generation_config,
+                       chat_template=chat_template, path=path, name=name, family=adapted.family)
