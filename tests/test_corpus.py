@@ -172,17 +172,21 @@ def test_ngram_hashes_ignore_whitespace_and_need_n_tokens():
     assert len(ngram_hashes(a[:4], 5)) == 0
 
 
-def test_decontamination_matches_13_grams_only():
-    problem = {"task_id": "T/1", "prompt": "def add(a, b):\n    \"\"\"Add two numbers a and b.\"\"\"\n",
-               "canonical_solution": "    return a + b\n"}
+def test_decontamination_needs_13_shared_informative_words():
+    problem = {"task_id": "T/1",
+               "prompt": "def rolling_checksum(buffer_bytes, window_width):\n"
+                         "    \"\"\"Compute the rolling checksum of buffer bytes over every window.\n"
+                         "    >>> rolling_checksum([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], 2)\n    \"\"\"\n",
+               "canonical_solution": "    return [sum(buffer_bytes[s:s + window_width]) for s in range(99)]\n"}
     ngrams = EvalNgrams([problem], n=13)
-    copy = "import os\n\ndef add(a,b):\n  '''x'''\n  return a+b\n"  # different docstring: not 13 in a row
-    tokens = lexical_tokens(copy)
-    assert ngrams.match(tokens, token_hashes(tokens)) is None
-    leaked = "# mine\n" + problem["prompt"].replace("    ", "\t") + problem["canonical_solution"]
-    tokens = lexical_tokens(leaked)
-    hit = ngrams.match(tokens, token_hashes(tokens))
-    assert hit.task_id == "T/1" and hit.num_ngrams >= 1 and hit.example.startswith("def add")
+    leaked = "# mine\n" + problem["prompt"].replace("    ", "\t") + problem["canonical_solution"].replace(" + ", "+")
+    hit = ngrams.match(leaked)
+    assert hit.task_id == "T/1" and hit.num_ngrams >= 5 and hit.example.startswith("def rolling_checksum")
+    twelve_words = "def rolling_checksum(buffer_bytes, window_width):\n    '''Compute the rolling checksum of x.'''"
+    assert ngrams.match(twelve_words) is None
+    numbers_only = "DATA = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]  # shared, but says nothing\n"
+    assert ngrams.match(numbers_only) is None
+    assert ngrams.match(numbers_only.replace("DATA", "rolling_checksum")) is None
 
 
 def test_custom_eval_set(tmp_path):

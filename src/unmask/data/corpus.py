@@ -111,15 +111,13 @@ def examine_file(path: str) -> FileResult:
     if reason:
         return FileResult(path, len(raw), reason)
     result = FileResult(path, len(raw), sha256=hashlib.sha256(raw).hexdigest(), text=text)
-    tokens = lexical_tokens(text)
-    ids = token_hashes(tokens)
     if _WORKER["eval_ngrams"] is not None:
-        result.contamination = _WORKER["eval_ngrams"].match(tokens, ids)
+        result.contamination = _WORKER["eval_ngrams"].match(text)
         if result.contamination:
             result.text = None
             return result
     result.exact_key = exact_key(text)
-    result.signature = _WORKER["hasher"].signature(ids)
+    result.signature = _WORKER["hasher"].signature(token_hashes(lexical_tokens(text)))
     return result
 
 

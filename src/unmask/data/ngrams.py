@@ -1,7 +1,8 @@
-"""Lexical tokens and hashed token n-grams: the shared fingerprint of near-dedup and decontamination.
+"""Tokens and hashed token n-grams: the fingerprints of near-dedup and decontamination.
 
 A lexical token is an identifier/number run (`\\w+`) or a single other non-space character, so the
-fingerprint ignores whitespace and formatting: `x+1` and `x + 1` give the same tokens. Tokens are
+fingerprint ignores whitespace and formatting: `x+1` and `x + 1` give the same tokens. Word tokens
+are the `\\w+` runs alone (punctuation dropped too), for matching against evaluation sets. Tokens are
 hashed to uint64 once per distinct token (blake2b, so the hash is the same in every process, unlike
 Python's salted `hash`), and n-grams are combined with a polynomial over uint64 plus a final mixer,
 all vectorised in numpy so a 100 kB file costs a few milliseconds.
@@ -15,6 +16,7 @@ import re
 import numpy as np
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+WORD_RE = re.compile(r"\w+")
 
 _POLY = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the n-gram polynomial
 
@@ -22,6 +24,11 @@ _POLY = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier of the n-gram polynomial
 def lexical_tokens(text: str) -> list[str]:
     """Identifier/number runs and single punctuation characters, whitespace dropped."""
     return TOKEN_RE.findall(text)
+
+
+def word_tokens(text: str) -> list[str]:
+    """Identifier/number runs only."""
+    return WORD_RE.findall(text)
 
 
 def _token_hash(token: str) -> int:
