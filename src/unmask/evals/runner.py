@@ -1,4 +1,4 @@
-"""The eval loop: generate completions, run them against the tests in the sandbox, score, write results.
+"""The eval loop: generate completions, judge them (run the tests in the sandbox, or compare a line), write results.
 
     results = run_eval(load_tasks("humaneval"), completer, EvalSettings(task="humaneval"), out="he.json")
 
@@ -32,7 +32,7 @@ from typing import Any
 from ..errors import UnmaskError
 from .completers import Completer, CompletionRequest
 from .passk import mean_pass_at_k, pass_at_k
-from .sandbox import SandboxConfig, describe_isolation, probe_isolation, run_programs
+from .scoring import ExecutionScorer
 from .tasks import Task, stop_sequences, truncate_at_stop
 
 LENGTH_MODES = ("unknown", "oracle")
@@ -125,13 +125,11 @@ class Journal:
             f.flush()
 
 
-def _fingerprint(settings: EvalSettings, completer: Completer, sandbox: SandboxConfig) -> dict:
+def _fingerprint(settings: EvalSettings, completer: Completer, scorer) -> dict:
     """What must match for finished samples to be reused (not n_samples, limit or k)."""
-    sb = asdict(sandbox)
-    sb.pop("workers")
     return {"task": settings.task, "seed": settings.seed, "per_problem": settings.per_problem,
             "length_mode": settings.length_mode, "model": completer.identity(), "sampler": completer.settings(),
-            "sandbox": sb}
+            "scoring": scorer.fingerprint()}
 
 
 def _load_previous(paths: dict[str, Path], fingerprint: dict) -> tuple[dict, dict]:
@@ -152,7 +150,7 @@ def _load_previous(paths: dict[str, Path], fingerprint: dict) -> tuple[dict, dic
                         records[1:]))
     for path, found, rows in sources:
         if found != json.loads(json.dumps(fingerprint)):
-            raise UnmaskError(f"{path} holds a run with other settings (task, model, sampler or sandbox); "
+            raise UnmaskError(f"{path} holds a run with other settings (task, model, sampler or scoring); "
                               "pass another --out or delete it")
         for row in rows:
             key = (row["task_id"], row["index"])
@@ -173,14 +171,17 @@ def _length_hint(task: Task, completer: Completer, settings: EvalSettings) -> in
 
 
 def run_eval(tasks: list[Task], completer: Completer, settings: EvalSettings, out: str | os.PathLike,
-             sandbox: SandboxConfig | None = None, progress: bool = True, log=print) -> dict[str, Any]:
-    """Generate, execute and score `settings.n_samples` samples of each task; write and return the results."""
+             scorer=None, progress: bool = True, log=print, group_of=None) -> dict[str, Any]:
+    """Generate and judge `settings.n_samples` samples of each task; write and return the results.
+
+    `scorer` defaults to running the tests in the default sandbox (scoring.ExecutionScorer);
+    `group_of(task) -> name` adds the same scores per group under "by_group"."""
     settings.validate()
-    sandbox = sandbox or SandboxConfig()
+    scorer = scorer or ExecutionScorer()
     paths = output_paths(out)
     paths["results"].parent.mkdir(parents=True, exist_ok=True)
     tasks = tasks[: settings.limit] if settings.limit else tasks
-    fingerprint = _fingerprint(settings, completer, sandbox)
+    fingerprint = _fingerprint(settings, completer, scorer)
     generated, executed = _load_previous(paths, fingerprint)
     journal = Journal(paths["journal"])
     # Rewrite the journal from what is known, so it always starts with the settings line.
@@ -193,8 +194,8 @@ def run_eval(tasks: list[Task], completer: Completer, settings: EvalSettings, ou
     keys = [(t.task_id, i) for t in tasks for i in range(settings.n_samples)]
     by_id = {t.task_id: t for t in tasks}
     reused = sum(1 for k in keys if k in executed)
-    iso = probe_isolation(sandbox)
-    log(describe_isolation(iso))
+    scoring = scorer.describe()
+    log(scoring["summary"])
     if reused:
         log(f"resuming {paths['results']}: {reused} of {len(keys)} samples already done")
     start = time.perf_counter()
@@ -221,62 +222,68 @@ def run_eval(tasks: list[Task], completer: Completer, settings: EvalSettings, ou
     pending = [k for k in keys if k not in executed]
     bar = _progress(len(pending), "execute", not progress or not pending)
 
-    def done(i: int, result) -> None:
+    def done(i: int, outcome: dict) -> None:  # called from the scorer's worker threads
         key = pending[i]
-        executed[key] = {"status": result.status, "error_type": result.error_type, "detail": result.detail,
-                         "returncode": result.returncode}
-        journal.append({"task_id": key[0], "index": key[1], **generated[key], **executed[key]})
+        executed[key] = outcome
+        journal.append({"task_id": key[0], "index": key[1], **generated[key], **outcome})
         bar.update(1)
 
-    run_programs([by_id[t].program(generated[(t, i)]["completion"]) for t, i in pending], sandbox, on_done=done)
+    scorer.score([(by_id[t], generated[(t, i)]["completion"]) for t, i in pending], done)
     bar.close()
-    results = summarize(tasks, settings, generated, executed, completer, sandbox, iso,
-                        wall_seconds=time.perf_counter() - start, reused=reused)
+    results = summarize(tasks, settings, generated, executed, completer, scoring, scorer.measures_compile,
+                        wall_seconds=time.perf_counter() - start, reused=reused, group_of=group_of)
     results["fingerprint"] = fingerprint
     write_outputs(paths, results, tasks)
     paths["journal"].unlink(missing_ok=True)
     return results
 
 
-def summarize(tasks, settings, generated, executed, completer, sandbox, iso, *, wall_seconds, reused) -> dict:
-    samples, counts, per_task = [], [], []
-    outcomes: Counter = Counter()
-    error_types: Counter = Counter()
-    num_compiles = 0
-    for t in tasks:
-        passed = 0
-        for i in range(settings.n_samples):
-            g, e = generated[(t.task_id, i)], executed[(t.task_id, i)]
-            ok_syntax = compiles(t.solution(g["completion"]))
-            num_compiles += ok_syntax
-            passed += e["status"] == "passed"
-            outcomes[e["status"]] += 1
-            if e["error_type"]:
-                error_types[e["error_type"]] += 1
-            samples.append({"task_id": t.task_id, "index": i, "problem_id": t.problem_id, **g, **e,
-                            "compiles": ok_syntax})
-        counts.append((settings.n_samples, passed))
-        per_task.append({"task_id": t.task_id, "n": settings.n_samples, "passed": passed,
-                         **{f"pass@{k}": pass_at_k(settings.n_samples, passed, k)
-                            for k in settings.ks if k <= settings.n_samples}})
+def _scores(samples: list[dict], per_task: list[dict], settings: EvalSettings, measures_compile: bool) -> dict:
+    """pass@k, compile rate, outcomes and speed of a set of tasks and their samples."""
+    outcomes = Counter(s["status"] for s in samples)
+    error_types = Counter(s["error_type"] for s in samples if s["error_type"])
     gen_tokens = sum(s["num_tokens"] for s in samples)
     gen_seconds = sum(s["seconds"] for s in samples)
     forwards = [s["num_forwards"] for s in samples]
     known_forwards = None if any(f is None for f in forwards) else sum(forwards)
     return {
-        "task": settings.task,
-        "num_tasks": len(tasks),
-        "n_samples": settings.n_samples,
-        "metrics": {**mean_pass_at_k(counts, settings.ks),
-                    "compile_rate": num_compiles / len(samples) if samples else None,
+        "num_tasks": len(per_task),
+        "metrics": {**mean_pass_at_k([(t["n"], t["passed"]) for t in per_task], settings.ks),
+                    "compile_rate": sum(bool(s["compiles"]) for s in samples) / len(samples)
+                    if samples and measures_compile else None,
                     "outcomes": dict(outcomes), "error_types": dict(error_types.most_common())},
         "speed": {"generated_tokens": gen_tokens, "generation_seconds": gen_seconds,
                   "tokens_per_second": gen_tokens / gen_seconds if gen_seconds > 0 else None,
                   "forward_passes": known_forwards,
                   "tokens_per_forward": gen_tokens / known_forwards if known_forwards else None},
+    }
+
+
+def summarize(tasks, settings, generated, executed, completer, scoring, measures_compile, *, wall_seconds,
+              reused, group_of=None) -> dict:
+    samples, per_task = [], []
+    for t in tasks:
+        passed = 0
+        for i in range(settings.n_samples):
+            g, e = generated[(t.task_id, i)], executed[(t.task_id, i)]
+            passed += e["status"] == "passed"
+            samples.append({"task_id": t.task_id, "index": i, "problem_id": t.problem_id, **g, **e,
+                            "compiles": compiles(t.solution(g["completion"])) if measures_compile else None})
+        per_task.append({"task_id": t.task_id, "n": settings.n_samples, "passed": passed,
+                         **{f"pass@{k}": pass_at_k(settings.n_samples, passed, k)
+                            for k in settings.ks if k <= settings.n_samples}})
+    results = {"task": settings.task, "n_samples": settings.n_samples,
+               **_scores(samples, per_task, settings, measures_compile)}
+    if group_of is not None:
+        group = {t.task_id: group_of(t) for t in tasks}
+        results["by_group"] = {
+            g: _scores([s for s in samples if group[s["task_id"]] == g],
+                       [p for p in per_task if group[p["task_id"]] == g], settings, measures_compile)
+            for g in dict.fromkeys(group.values())}
+    results.update({
         "settings": {**asdict(settings), "sampler": completer.settings()},
         "model": completer.identity(),
-        "sandbox": {**asdict(sandbox), "isolation": asdict(iso), "summary": describe_isolation(iso)},
+        "scoring": scoring,
         "hardware": hardware_info(),
         "software": software_info(),
         "wall_seconds": wall_seconds,  # this invocation; samples reused from an earlier one are not counted
@@ -284,7 +291,8 @@ def summarize(tasks, settings, generated, executed, completer, sandbox, iso, *, 
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "per_task": per_task,
         "samples": samples,
-    }
+    })
+    return results
 
 
 def write_outputs(paths: dict[str, Path], results: dict, tasks: list[Task]) -> None:

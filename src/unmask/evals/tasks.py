@@ -44,6 +44,7 @@ class Task:
     test: str  # defines check(candidate)
     canonical: str | None  # the reference text for the gap, when known
     problem_id: str  # the problem the task was derived from (its own task_id for whole problems)
+    stop: tuple[str, ...] | None = None  # where generation is cut; None: by kind (see stop_sequences)
 
     @property
     def is_infill(self) -> bool:
@@ -203,6 +204,8 @@ def load_tasks(name: str, *, seed: int = 0, per_problem: int = DEFAULT_PER_PROBL
 def stop_sequences(task: Task) -> tuple[str, ...]:
     """Where a generated completion is cut: the next top-level statement for completions; nothing for
     infilling, whose gap ends where the suffix begins."""
+    if task.stop is not None:
+        return task.stop
     return () if task.is_infill else HUMANEVAL_STOP
 
 

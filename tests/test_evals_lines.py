@@ -1,0 +1,102 @@
+"""The `lines` task: held-out lines as infill and completion tasks, fitted to the context, scored by exact match."""
+
+import pytest
+
+from unmask.errors import UnmaskError
+from unmask.evals.completers import Completion
+from unmask.evals.lines import build_line_tasks, mode_of, read_sources
+from unmask.evals.runner import EvalSettings, run_eval
+from unmask.evals.scoring import ExactLineScorer
+
+
+def _words(text):
+    return len(text.split())
+
+
+@pytest.fixture
+def source_folder(tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for n in range(3):
+        body = "".join(f"def f{n}_{i}(x):\n    y = x * {i} + {n}\n\n    return y - {i}\n\n" for i in range(60))
+        (folder / f"m{n}.py").write_text(body)
+    (folder / "notes.txt").write_text("not python\n")
+    return folder
+
+
+def test_tasks_are_deterministic_and_cut_from_the_files(source_folder):
+    docs = read_sources(source_folder)
+    assert len(docs) == 3  # .py files only
+    texts = dict(docs)
+    kw = dict(seed=3, count_tokens=_words, context_tokens=200, budget_tokens=16)
+    tasks = build_line_tasks(docs, 20, **kw)
+    assert [t.task_id for t in tasks] == [t.task_id for t in build_line_tasks(docs, 20, **kw)]
+    assert [t.task_id for t in tasks] != [t.task_id for t in build_line_tasks(docs, 20, **{**kw, "seed": 4})]
+    assert len(tasks) == 40 and [mode_of(t) for t in tasks[:2]] == ["infill", "completion"]
+    for infill, completion in zip(tasks[::2], tasks[1::2]):
+        path, line_number = infill.problem_id.rsplit(":", 1)
+        line = texts[path].splitlines()[int(line_number) - 1]
+        assert infill.canonical == line and line.strip()
+        assert infill.prompt + line + infill.suffix in texts[path]  # contiguous, exactly as in the file
+        assert infill.suffix.startswith("\n") and completion.prompt == infill.prompt and completion.suffix == ""
+        assert completion.stop == ("\n",)
+        assert len(infill.prompt) <= 1500 and len(infill.suffix) <= 601
+        assert _words(infill.prompt) + _words(infill.suffix) + 16 + 3 <= 200  # fits the model's context
+
+
+def test_a_context_smaller_than_the_budget_is_refused(source_folder):
+    with pytest.raises(UnmaskError, match="no room"):
+        build_line_tasks(read_sources(source_folder), 5, seed=0, count_tokens=_words, context_tokens=16,
+                         budget_tokens=16)
+
+
+def test_missing_source_is_reported(tmp_path):
+    with pytest.raises(UnmaskError, match="no such file"):
+        read_sources(tmp_path / "nope")
+
+
+class LineOracle:
+    """Writes the right line when infilling and a wrong one when completing."""
+
+    def __init__(self, tasks):
+        self.answer = {t.prompt + "|" + t.suffix: t.canonical for t in tasks}
+
+    def identity(self):
+        return {"name": "oracle"}
+
+    def settings(self):
+        return {}
+
+    def count_tokens(self, text):
+        return _words(text)
+
+    def complete(self, requests):
+        return [Completion(text=(self.answer[r.prompt + "|" + (r.suffix or "")] + "\n  trailing") if r.suffix else "nope\n",
+                           num_tokens=5, num_forwards=5, seconds=0.1) for r in requests]
+
+
+def test_exact_match_per_mode(source_folder, tmp_path):
+    tasks = build_line_tasks(read_sources(source_folder), 6, seed=0, count_tokens=_words, context_tokens=300,
+                             budget_tokens=16)
+    results = run_eval(tasks, LineOracle(tasks), EvalSettings(task="lines"), tmp_path / "lines.json",
+                       ExactLineScorer(), progress=False, log=lambda *a: None, group_of=mode_of)
+    # The infill answer has a second line, so it is not the line: exact match is strict.
+    assert results["by_group"]["infill"]["metrics"]["pass@1"] == 0.0
+    assert results["by_group"]["completion"]["metrics"]["pass@1"] == 0.0
+    assert results["metrics"]["compile_rate"] is None
+
+
+def test_exact_match_ignores_surrounding_whitespace(source_folder, tmp_path):
+    tasks = build_line_tasks(read_sources(source_folder), 4, seed=0, count_tokens=_words, context_tokens=300,
+                             budget_tokens=16)
+
+    class Right(LineOracle):
+        def complete(self, requests):
+            return [Completion(text=" " + self.answer[r.prompt + "|" + (r.suffix or "")].strip() + " \n", num_tokens=5,
+                               num_forwards=2, seconds=0.1) for r in requests]
+
+    results = run_eval(tasks, Right(tasks), EvalSettings(task="lines"), tmp_path / "lines.json",
+                       ExactLineScorer(), progress=False, log=lambda *a: None, group_of=mode_of)
+    assert results["by_group"]["infill"]["metrics"]["pass@1"] == 1.0
+    assert results["by_group"]["completion"]["metrics"]["pass@1"] == 1.0
+    assert results["by_group"]["infill"]["speed"]["tokens_per_forward"] == pytest.approx(2.5)
