@@ -217,53 +217,85 @@ def test_real_release_configs_map_to_their_published_sizes():
 
 # ---- the shift convention, planted ---------------------------------------------------------------
 
-SUCCESSOR_WORDS = 8  # words 0..7: the planted model predicts word k + 1 after word k
+SUCCESSOR_WORDS = 8  # words 0..7: the planted model predicts word k + 1 from word k
+GUESS = 12  # what the planted model says about a masked position from the mask token itself
+
+# name: (writer, mask id in the tiny format, stored-name mapping, authors' convention: shifted?)
+PLANTED = {
+    "llada": (ff.write_llada, 336, ff.to_llada_names, False),
+    "dream": (ff.write_dream, 166, dict, True),
+    "fast_dllm_v2": (ff.write_fast_dllm_v2, 165, dict, True),
+    "sdar": (ff.write_sdar, 169, dict, False),
+    "qwen2": (ff.write_qwen_ar, None, dict, True),
+}
 
 
-def _planted_state_dict(vocab: int, mask_id: int, mask_guess: int, kv_heads: int, qkv_bias: bool):
-    """Attention and MLP outputs zeroed, so position i's logits depend on token i alone: a real word k
-    gives a confident k + 1, the mask token gives a confident `mask_guess`, anything else a flat row."""
-    sd = ff.canonical_state_dict(vocab, kv_heads=kv_heads, qkv_bias=qkv_bias)
-    d = ff.TINY["hidden"]
+def _plant(sd: dict, mask_id: int | None) -> dict:
+    """Attention and MLP outputs zeroed, so position i's logits depend on token i alone: word k gives a
+    confident k + 1, the mask token a weak GUESS (probability ~0.3), any other token a flat row."""
+    sd = dict(sd)
     for name in sd:
-        if name.endswith(("o_proj.weight", "down_proj.weight")) or "norm" in name:
-            sd[name] = torch.zeros_like(sd[name]) if "proj" in name else torch.ones_like(sd[name])
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            sd[name] = torch.zeros_like(sd[name])
+        elif "norm" in name:
+            sd[name] = torch.ones_like(sd[name])
+    vocab, d = sd["model.embed_tokens.weight"].shape
     emb, head = torch.zeros(vocab, d), torch.zeros(vocab, d)
     for k in range(SUCCESSOR_WORDS):
         emb[k, k] = 1.0
         head[k + 1, k] = 4.0
-    emb[mask_id, SUCCESSOR_WORDS] = 1.0
-    head[mask_guess, SUCCESSOR_WORDS] = 4.0
+    if mask_id is not None:
+        emb[mask_id, SUCCESSOR_WORDS] = 1.0
+        head[GUESS, SUCCESSOR_WORDS] = 1.0
     sd["model.embed_tokens.weight"], sd["lm_head.weight"] = emb, head
     return sd
 
 
+def _planted_folder(tmp_path, name):
+    writer, mask_id, stored_names, shifted = PLANTED[name]
+    folder, sd = writer(tmp_path / name)
+    ff.write_weights(folder, stored_names(_plant(sd, mask_id)))
+    return folder, mask_id, shifted
+
+
 def _prediction_at(logits: torch.Tensor, position: int, shift: bool) -> int:
-    """The token the model proposes for `position`, read the way its authors read it: shifted models
-    from the logit one to the left (Dream's cat(logits[:, :1], logits[:, :-1])), others in place."""
+    """The token proposed for `position`, read as the authors read it: shifted models from the logit one
+    to the left (Dream's cat(logits[:, :1], logits[:, :-1])), the others from its own."""
     return int(logits[0, position - 1 if shift else position].argmax())
 
 
-@pytest.mark.parametrize("fmt", ["dream", "llada"])
-def test_shift_convention_planted(tmp_path, fmt):
-    guess = 12  # what the planted model says about a masked position, from the mask token itself
-    if fmt == "dream":
-        folder, _ = ff.write_dream(tmp_path / fmt)
-        sd = _planted_state_dict(ff.QWEN25_VOCAB, 166, guess, ff.TINY["kv_heads"], True)
-        ff.write_weights(folder, sd)
-        expected = 4  # prompt ends with word 3: a shifted model proposes its successor
-    else:
-        folder, _ = ff.write_llada(tmp_path / fmt)
-        sd = _planted_state_dict(ff.LLADA_VOCAB, 336, guess, ff.TINY["heads"], False)
-        ff.write_weights(folder, ff.to_llada_names(sd))
-        expected = guess  # an unshifted model reads the masked position's own logit
-    loaded = load_model(folder, dtype=torch.float32)
-    mask = loaded.model.config.mask_token_id
-    ids = torch.tensor([[0, 1, 2, 3, mask, mask]])
+@pytest.mark.parametrize("name", [n for n in PLANTED if PLANTED[n][1] is not None])
+def test_shift_convention_planted(tmp_path, name):
+    folder, mask, shifted = _planted_folder(tmp_path, name)
+    model = load_model(folder, dtype=torch.float32).model
+    assert model.config.shift_logits == shifted
     with torch.no_grad():
-        logits = loaded.model(ids)
-    assert _prediction_at(logits, 4, loaded.model.config.shift_logits) == expected
-    assert _prediction_at(logits, 4, not loaded.model.config.shift_logits) != expected
+        logits = model(torch.tensor([[0, 1, 2, 3, mask, mask]]))
+    # The first masked position: a shifted model proposes word 3's successor, an unshifted one GUESS.
+    expected = 4 if shifted else GUESS
+    assert _prediction_at(logits, 4, model.config.shift_logits) == expected
+    assert _prediction_at(logits, 4, not model.config.shift_logits) != expected
+
+
+@pytest.mark.parametrize("name", list(PLANTED))
+def test_generation_end_to_end_with_every_policy(tmp_path, name):
+    """The sampler (unmask.sampling) on each family's planted stand-in, greedy, with every policy."""
+    sampling = pytest.importorskip("unmask.sampling.generate")
+    from unmask.sampling.config import POLICIES, SamplerConfig
+
+    folder, mask, shifted = _planted_folder(tmp_path, name)
+    loaded = load_model(folder, dtype=torch.float32)
+    chain = [3, 4, 5, 6, 7]  # the planted successors of the prompt's last word, 2
+    for policy in POLICIES:
+        config = SamplerConfig.from_generation_config(loaded.generation_config, policy=policy,
+                                                      max_new_tokens=len(chain), temperature=0.0)
+        [result] = sampling.generate(loaded.model, loaded.tokenizer, [sampling.Request(prompt_ids=[0, 1, 2])], config)
+        answer = result.token_ids
+        assert len(answer) == len(chain) and result.stats.forward_passes >= 1, (policy, answer)
+        # The first answer position is the model's most confident proposal under its own convention.
+        assert answer[0] == (chain[0] if shifted else GUESS), (policy, answer)
+        if shifted and policy != "entropy":  # "entropy" may reveal a second, unsure position at once
+            assert answer == chain, (policy, answer)
 
 
 # ---- memory: shard by shard ----------------------------------------------------------------------
