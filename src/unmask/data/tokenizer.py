@@ -76,9 +76,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *, min_frequency: int
 def check_special_tokens(tok: Tokenizer, where: str) -> None:
     """Raise UnmaskError unless the six special tokens sit at ids 0-5 in order."""
     for expected_id, token in enumerate(SPECIAL_TOKENS):
-        if tok.token_to_id(token) != expected_id:
-            raise UnmaskError(f"{where}: special token {token} has id {tok.token_to_id(token)}, expected "
-                              f"{expected_id} (train the tokenizer with 'unmask tokenizer train')")
+        got = tok.token_to_id(token)
+        if got != expected_id:
+            found = "is missing" if got is None else f"has id {got}"
+            raise UnmaskError(f"{where}: special token {token} {found}, expected id {expected_id} "
+                              f"(train the tokenizer with 'unmask tokenizer train')")
 
 
 def document_encoder(tok: Tokenizer) -> Tokenizer:
