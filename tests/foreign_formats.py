@@ -76,7 +76,8 @@ def canonical_state_dict(vocab: int, *, kv_heads: int, qkv_bias: bool = False, q
         p = f"model.layers.{i}."
         sd.update({
             p + "input_layernorm.weight": norm(d), p + "post_attention_layernorm.weight": norm(d),
-            p + "self_attn.q_proj.weight": w(h * hd, d, std=0.3), p + "self_attn.k_proj.weight": w(kv_heads * hd, d, std=0.3),
+            p + "self_attn.q_proj.weight": w(h * hd, d, std=0.3),
+            p + "self_attn.k_proj.weight": w(kv_heads * hd, d, std=0.3),
             p + "self_attn.v_proj.weight": w(kv_heads * hd, d, std=0.3), p + "self_attn.o_proj.weight": w(d, h * hd),
             p + "mlp.gate_proj.weight": w(f, d), p + "mlp.up_proj.weight": w(f, d), p + "mlp.down_proj.weight": w(d, f),
         })

@@ -44,6 +44,8 @@ def _fast_dllm_v2(folder: ForeignFolder) -> Adapted:
         mask_token_id=first_present(*folder.token_ids("mask_token_id"), folder.lookup(FAST_DLLM_MASK_TOKEN),
                                     in_vocab(FAST_DLLM_MASK_ID, vocab)),
         eos_token_id=first_present(*folder.token_ids("eos_token_id"), turn_end),  # config eos = <|im_end|> [§1.3]
+        # The config's pad is <|im_end|>, the tokenizer's <|endoftext|> (3rd-party registry) [§1.3]: pad with
+        # the latter, so that padding never reads as the end of a turn.
         pad_token_id=first_present(folder.lookup(ENDOFTEXT_TOKEN), *folder.token_ids("pad_token_id")),
         bos_token_id=first_present(*folder.token_ids("bos_token_id")),
     )

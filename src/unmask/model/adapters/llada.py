@@ -44,7 +44,7 @@ _IN_BLOCK = {
     "up_proj": "mlp.up_proj",
     "ff_out": "mlp.down_proj",
 }
-_BLOCK_TENSOR = re.compile(r"model\.transformer\.blocks\.(\d+)\.(\w+)\.(weight|bias)")
+_BLOCK_TENSOR = re.compile(r"model\.transformer\.blocks\.(\d+)\.(\w+)\.weight")
 
 
 def rename(name: str) -> str | None:
@@ -52,7 +52,7 @@ def rename(name: str) -> str | None:
         return _TOP_LEVEL[name]
     m = _BLOCK_TENSOR.fullmatch(name)
     if m and m.group(2) in _IN_BLOCK:
-        return f"model.layers.{m.group(1)}.{_IN_BLOCK[m.group(2)]}.{m.group(3)}"
+        return f"model.layers.{m.group(1)}.{_IN_BLOCK[m.group(2)]}.weight"
     return name  # not a LLaDA name: load_weights_into reports it as unexpected
 
 
@@ -63,8 +63,8 @@ def _model_config(folder: ForeignFolder) -> ModelConfig:
     folder.expect("activation_type", ("silu",), "silu")
     folder.expect("layer_norm_type", ("rms",), "rms")
     folder.expect("layer_norm_with_affine", (True,), True)
-    for key in ("include_bias", "bias_for_layer_norm", "attention_layer_norm", "input_emb_norm",
-                "scale_logits", "alibi"):
+    for key in ("include_bias", "include_qkv_bias", "bias_for_layer_norm", "attention_layer_norm",
+                "input_emb_norm", "scale_logits", "alibi"):
         folder.expect(key, (False, None), False)  # each would change the math our layer computes
     folder.expect("rope", (True,), True)
     folder.expect("clip_qkv", (None,), None)
@@ -92,7 +92,6 @@ def _model_config(folder: ForeignFolder) -> ModelConfig:
         rope_theta=folder.positive_float("rope_theta", 10000.0),  # 500000 in LLaDA 8B; OLMo's default 10000
         rms_norm_eps=folder.positive_float("rms_norm_eps", 1e-5),
         tie_word_embeddings=folder.flag("weight_tying", False),
-        attention_bias=folder.flag("include_qkv_bias", False),
         attention="bidirectional",  # attn_mask=None, is_causal=False in modeling_llada.py [§1.1]
         shift_logits=False,  # the logit at position i predicts token i [§1.1]
         mask_token_id=mask,
