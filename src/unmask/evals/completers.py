@@ -66,6 +66,56 @@ def weights_sha256(folder: str | Path) -> dict[str, Any]:
             "sha256": file_digest.hexdigest() if single else digest.hexdigest()}
 
 
+class UnmaskCompleter:
+    """Completions from a local checkpoint (or a bundled name), decoded by `unmask.sampling.generate`.
+
+    `config` is the full SamplerConfig (the model's generation_config.json defaults with the user's
+    overrides applied); each request only sets its own seed, stop strings and, for oracle-length
+    infilling, the middle's length.
+    """
+
+    def __init__(self, model, config, *, device: str = "cpu", dtype=None, max_batch_size: int | None = None):
+        """`model`: a folder, a bundled name, None (the bundled default) or an already loaded LoadedModel
+        (a sweep decodes one model with many settings)."""
+        from ..model.loading import LoadedModel, load_model
+
+        self.lm = model if isinstance(model, LoadedModel) else load_model(model, device=device, dtype=dtype)
+        if self.lm.tokenizer is None:
+            raise UnmaskError(f"{self.lm.path}: no tokenizer.json, and evaluating needs one")
+        self.config, self.device, self.dtype, self.max_batch_size = config, device, dtype, max_batch_size
+
+    @property
+    def context_length(self) -> int:
+        return self.lm.model.config.max_position_embeddings
+
+    def identity(self) -> dict[str, Any]:
+        cfg = self.lm.model.config
+        return {"name": self.lm.name, **weights_sha256(self.lm.path), "attention": cfg.attention,
+                "parameters": sum(p.numel() for p in self.lm.model.parameters())}
+
+    def settings(self) -> dict[str, Any]:
+        import dataclasses
+
+        return {"backend": "unmask", **dataclasses.asdict(self.config), "device": str(self.device),
+                "dtype": str(self.dtype or next(self.lm.model.parameters()).dtype)}
+
+    def count_tokens(self, text: str) -> int | None:
+        return len(self.lm.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
+        from ..sampling import Request, generate
+
+        batch = [Request(prompt=r.prompt, suffix=r.suffix,
+                         config=self.config.replace(seed=r.seed, stop=tuple(r.stop), infill_length=r.infill_length))
+                 for r in requests]
+        start = time.perf_counter()
+        results = generate(self.lm.model, self.lm.tokenizer, batch, self.config, max_batch_size=self.max_batch_size)
+        # Requests decoded together share the wall time; each gets its share, so sums stay true.
+        share = (time.perf_counter() - start) / len(requests)
+        return [Completion(text=r.text, num_tokens=r.stats.tokens, num_forwards=r.stats.forward_passes,
+                           seconds=share) for r in results]
+
+
 class OpenAICompleter:
     """Completions from an OpenAI-compatible server's /v1/completions."""
 
