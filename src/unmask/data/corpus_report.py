@@ -67,7 +67,13 @@ def format_summary(report: dict[str, Any], out: str) -> str:
         lines.append(f"    {split:<6} {counts['files']:>9,} files  {_size(counts['bytes']):>12}")
     for reason, counts in report["dropped"].items():
         lines.append(f"  dropped  {counts['files']:>9,} files  {_size(counts['bytes']):>12}  {reason}")
-    contaminated = report["decontamination"]["files"]
+    decontamination = report["decontamination"]
+    contaminated = decontamination["files"]
+    if decontamination["eval_set"] is None:
+        lines.append("  decontamination: off")
+    else:
+        lines.append(f"  decontamination against {decontamination['eval_set']} ({decontamination['ngram']}-grams): "
+                     f"{len(contaminated)} files dropped")
     for entry in contaminated[:10]:
         lines.append(f"    contaminated: {entry['path']} ~ {entry['task_id']} ({entry['num_ngrams']} shared "
                      f"{report['decontamination']['ngram']}-grams)")
