@@ -46,7 +46,8 @@ def read_jsonl(path):
 def test_every_planted_file_is_dropped_for_its_reason(built):
     root, expected, out, report = built
     dropped = {r["path"]: r for r in read_jsonl(out / "dropped.jsonl")}
-    assert {path: r["reason"] for path, r in dropped.items()} == {str(root / rel): reason for rel, reason in expected.items()}
+    want = {str(root / rel): reason for rel, reason in expected.items()}
+    assert {path: r["reason"] for path, r in dropped.items()} == want
     assert dropped[str(root / "copies/mod_05_edited.py")]["duplicate_of"] == str(root / "app/mod_05.py")
     assert dropped[str(root / "copies/mod_05_edited.py")]["jaccard"] >= 0.85
     for reason in set(expected.values()):

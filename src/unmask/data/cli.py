@@ -30,7 +30,8 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
                     "non-UTF-8, oversized, generated and data-like files, exact and near duplicates and files "
                     "sharing a 13-gram with HumanEval, split train/validation by file hash, and write the "
                     "texts, a manifest and a report to --out.")
-    build.add_argument("sources", nargs="*", metavar="SRC", help="folders of source files (repositories, site-packages)")
+    build.add_argument("sources", nargs="*", metavar="SRC",
+                       help="folders of source files (repositories, site-packages)")
     build.add_argument("--installed", action="store_true",
                        help="add the standard library and site-packages of the running Python")
     build.add_argument("--out", required=True, help="corpus folder to write (replaced atomically)")

@@ -44,7 +44,6 @@ from .sources import check_sources, installed_roots, iter_source_files
 FORMAT = "unmask-corpus-v1"
 INDEX_FILE = "corpus.json"
 SPLITS = ("train", "val")
-UNREADABLE = "unreadable"
 
 
 @dataclass
@@ -105,7 +104,7 @@ def examine_file(path: str) -> FileResult:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError:
-        return FileResult(path, 0, UNREADABLE)
+        return FileResult(path, 0, filters.UNREADABLE)
     text = filters.decode_source(raw)
     reason = filters.NOT_UTF8 if text is None else filters.check_text(text, cfg)
     if reason:
