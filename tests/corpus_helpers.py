@@ -7,6 +7,7 @@ can be dropped and returns which path should be dropped for which reason.
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def planted_tree(root: Path, num_clean: int = 30, max_file_bytes: int = 20_000) 
     write(root / "app" / "shapes_tabs.py", "\ufeff# -*- coding: utf-8 -*-\n" + make_module(1002).replace("    ", "\t"))
     write(root / "app" / "shapes_unicode.py", make_module(1003) + "\nGREETING = 'h\u00e9llo w\u00f6rld \u4e16\u754c "
           "\U0001F600'  # \u03bb\n\n\nEOT = '<|endoftext|>'  \n   \n")
+    write(root / "app" / os.fsdecode(b"name_not_utf8_\xff.py"), make_module(1004))
     write(root / ".git" / "hidden.py", make_module(2000))
     write(root / "app" / "README.md", "not python\n")
 

@@ -57,8 +57,8 @@ def test_every_planted_file_is_dropped_for_its_reason(built):
 def test_report_counts_and_contamination_list(built):
     root, expected, out, report = built
     assert report == json.loads((out / "report.json").read_text())
-    assert report["files_seen"] == 30 + 3 + len(expected)  # .git and README.md are never seen
-    assert report["files_kept"] == 33 == report["splits"]["train"]["files"] + report["splits"]["val"]["files"]
+    assert report["files_seen"] == 30 + 4 + len(expected)  # .git and README.md are never seen
+    assert report["files_kept"] == 34 == report["splits"]["train"]["files"] + report["splits"]["val"]["files"]
     assert report["bytes_seen"] == report["bytes_kept"] + sum(d["bytes"] for d in report["dropped"].values())
     [leak] = report["decontamination"]["files"]
     assert leak["path"] == str(root / "leaked/close_elements.py")

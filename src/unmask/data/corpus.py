@@ -15,7 +15,8 @@ A corpus folder holds
     manifest.jsonl       one {"path", "sha256", "bytes", "split"} per kept file
     dropped.jsonl        one {"path", "reason", "bytes", ...detail} per dropped file
     report.json          counts: files and bytes seen, kept, dropped per reason; decontaminated files
-so later stages need only this folder, not the source trees.
+so later stages need only this folder, not the source trees. JSON is written ASCII-escaped: file
+names that are not valid UTF-8 reach Python as lone surrogates, which only escaped JSON can hold.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class _JsonlShards:
             name = f"{self.split}-{len(self.entries):05d}.jsonl"
             self._file = open(self.directory / name, "wb")
             self.entries.append({"file": name, "num_docs": 0, "num_bytes": 0})
-        self._file.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+        self._file.write(json.dumps(record).encode("ascii") + b"\n")
         self.entries[-1]["num_docs"] += 1
         self.entries[-1]["num_bytes"] += num_bytes
 
@@ -163,7 +164,7 @@ class _JsonlShards:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="ascii")
 
 
 # ---- the build ----------------------------------------------------------------------------------
@@ -205,8 +206,7 @@ def _build_into(tmp: Path, roots: list[str], skip: set[str], cfg: CorpusConfig,
 
         def drop(r: FileResult, reason: str, **detail: Any) -> None:
             stats.drop(reason, r.num_bytes)
-            dropped.write(json.dumps({"path": r.path, "reason": reason, "bytes": r.num_bytes, **detail},
-                                     ensure_ascii=False) + "\n")
+            dropped.write(json.dumps({"path": r.path, "reason": reason, "bytes": r.num_bytes, **detail}) + "\n")
 
         for batch in ordered_map(_examine_batch, _batches(paths, 16), cfg.workers, initializer=_init_worker,
                                  initargs=init):
@@ -230,7 +230,7 @@ def _build_into(tmp: Path, roots: list[str], skip: set[str], cfg: CorpusConfig,
                     split = split_of(r.sha256, cfg.val_fraction, cfg.seed)
                     shards[split].add({"path": r.path, "sha256": r.sha256, "text": r.text}, r.num_bytes)
                     manifest.write(json.dumps({"path": r.path, "sha256": r.sha256, "bytes": r.num_bytes,
-                                               "split": split}, ensure_ascii=False) + "\n")
+                                               "split": split}) + "\n")
                     stats.keep(split, r.num_bytes)
                 bar.update(1, kept=stats.files_kept, MB=f"{stats.bytes_seen / 1e6:.0f}")
     entries = {split: shards[split].close() for split in SPLITS}
