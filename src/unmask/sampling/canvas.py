@@ -1,0 +1,107 @@
+"""The canvas of a diffusion batch: every request's prompt, masked answer and suffix on one grid of columns.
+
+Shape legend: B batch rows, W columns.
+
+Row r holds [left padding | prompt | answer (masks) | suffix | right padding]. Rotary positions
+count only a row's own tokens (position = column - left padding), so padding changes nothing a
+row computes: a request decodes the same tokens whatever else is in its batch.
+
+Blocks are a grid of columns [g + k*L, g + (k+1)*L) shared by all rows, chosen so that each row's
+blocks are the ones it would have alone:
+- bidirectional models: a row's first block starts where its answer starts (LLaDA, Fast-dLLM), so
+  the left padding aligns every answer start at column g;
+- block_causal models: blocks must coincide with the model's attention blocks (position // block_size),
+  so a row's first block starts at the last multiple of block_size inside its prompt, and holds the
+  prompt's tail before the first masks (SDAR, Fast-dLLM v2).
+Each row's answer ends at its own max_new_tokens; columns past it are right padding (never attended),
+so a row's answer length, not the longest in the batch, is what it sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class RowLayout:
+    offset: int  # left padding columns
+    prompt_len: int
+    answer_len: int
+    suffix_len: int = 0
+
+    @property
+    def answer_start(self) -> int:
+        return self.offset + self.prompt_len
+
+    @property
+    def answer_end(self) -> int:
+        return self.answer_start + self.answer_len
+
+    @property
+    def end(self) -> int:
+        return self.answer_end + self.suffix_len
+
+
+@dataclass
+class Canvas:
+    tokens: torch.Tensor  # long [B, W]
+    valid: torch.Tensor  # bool [B, W]; False on padding
+    positions: torch.Tensor  # long [B, W]; rotary positions
+    answer: torch.Tensor  # bool [B, W]; the columns a row may reveal
+    masked: torch.Tensor  # bool [B, W]; answer columns not yet revealed
+    rows: list[RowLayout]
+    grid_start: int
+    grid_end: int
+    block_length: int
+
+    @property
+    def width(self) -> int:
+        return self.tokens.shape[1]
+
+    def blocks(self) -> list[tuple[int, int]]:
+        edges = list(range(self.grid_start, self.grid_end, self.block_length))
+        return [(s, min(s + self.block_length, self.grid_end)) for s in edges]
+
+    def select_rows(self, index: list[int]) -> "Canvas":
+        idx = torch.tensor(index, dtype=torch.long, device=self.tokens.device)
+        return Canvas(self.tokens[idx], self.valid[idx], self.positions[idx], self.answer[idx], self.masked[idx],
+                      [self.rows[i] for i in index], self.grid_start, self.grid_end, self.block_length)
+
+
+def build_canvas(prompts: list[list[int]], answer_lengths: list[int], suffixes: list[list[int]] | None = None, *,
+                 mask_id: int, pad_id: int, block_length: int | None, align: int | None = None,
+                 device: torch.device | str = "cpu") -> Canvas:
+    """Lay out a batch. `align`: the model's block_size for block_causal models (blocks then follow it).
+
+    block_length None decodes each answer as one block (the grid's only block spans every answer).
+    """
+    suffixes = suffixes or [[] for _ in prompts]
+    assert len(prompts) == len(answer_lengths) == len(suffixes)
+    if align is not None:
+        block_length = align
+        anchors = [len(p) - len(p) % align for p in prompts]
+    else:
+        anchors = [len(p) for p in prompts]
+    g = max(anchors)
+    rows = [RowLayout(g - a, len(p), m, len(s)) for p, a, m, s in zip(prompts, anchors, answer_lengths, suffixes)]
+    grid_end = max(r.answer_end for r in rows)
+    if block_length is None:
+        block_length = max(grid_end - g, 1)
+    width = max(r.end for r in rows)
+    B = len(rows)
+    tokens = torch.full((B, width), pad_id, dtype=torch.long)
+    valid = torch.zeros(B, width, dtype=torch.bool)
+    answer = torch.zeros(B, width, dtype=torch.bool)
+    positions = torch.zeros(B, width, dtype=torch.long)
+    for i, (r, p, s) in enumerate(zip(rows, prompts, suffixes)):
+        tokens[i, r.offset:r.answer_start] = torch.tensor(p, dtype=torch.long)
+        tokens[i, r.answer_start:r.answer_end] = mask_id
+        if s:
+            tokens[i, r.answer_end:r.end] = torch.tensor(s, dtype=torch.long)
+        valid[i, r.offset:r.end] = True
+        answer[i, r.answer_start:r.answer_end] = True
+        positions[i, r.offset:r.end] = torch.arange(r.end - r.offset)
+    return Canvas(tokens.to(device), valid.to(device), positions.to(device), answer.to(device),
+                  answer.clone().to(device), rows, g, grid_end, block_length)

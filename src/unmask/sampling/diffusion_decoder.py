@@ -1,0 +1,219 @@
+"""Block-wise (semi-autoregressive) decoding of a masked or block diffusion model, as small step functions.
+
+Shape legend: B batch rows, W canvas columns, N columns of the current block, V vocabulary.
+
+A `DiffusionDecoder` owns one batch: its canvas (canvas.py), per-row settings (policies.py), a key/value
+cache and counters. An engine drives it:
+
+    dec = DiffusionDecoder(model, canvas, settings, cache="dual")
+    while not dec.finished:
+        dec.step()            # one forward pass and the reveals it allows, on the device (no host sync)
+        status = dec.poll()   # one host sync: which rows are done, how much of each answer is final
+        ...                   # stop strings, streaming, cancellation (finish_rows, select_rows)
+
+Blocks are decoded in order; the batch moves to the next block once no row has a masked position
+left in this one (rows that are done are skipped). What a step feeds to the model depends on the
+cache (s, e = the block's columns; W = all columns; shift = 1 for models whose logit at i predicts
+token i + 1, whose predictions for [s, e) come from the logits at [s - 1, e - 1)):
+
+- `none`: the whole canvas, every step (the reference);
+- `prefix` (Fast-dLLM): the whole canvas at a block's first step (writing every key into the cache),
+  then [s - shift, W) against the cached prefix;
+- `dual` (Fast-dLLM): the whole canvas at a block's first step, then only [s - shift, e): the prefix
+  and the still-masked suffix keys are reused, stale by design, until the next block (or every
+  `refresh_every` steps);
+- `block` (block_causal models, exact): slots [0, c) hold the exact keys of finished blocks; a step feeds
+  [min(c, s - shift), e), so the first step of a block also commits the block before it (no extra
+  pass), and c becomes s. Block attention keeps finished blocks blind to later ones, so this equals
+  recomputing the whole canvas.
+
+Once a row reveals its end-of-text token, every masked position after it becomes end-of-text too, so
+no step is spent past the end of an answer (infilling rows keep decoding: their end is the suffix).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model.kv_cache import KVCache
+from . import policies, rng
+from .canvas import Canvas
+from .policies import RowSettings
+
+
+@dataclass
+class Poll:
+    done: list[bool]  # the row needs no more steps
+    committed: list[int]  # answer tokens final from the answer start up to the first masked position
+
+
+class DiffusionDecoder:
+    def __init__(self, model: torch.nn.Module, canvas: Canvas, settings: RowSettings, *, cache: str = "none",
+                 refresh_every: int = 0, eos_fill: list[bool] | None = None, eos_id: int | None = None):
+        cfg = model.config
+        assert cache in ("none", "prefix", "dual", "block")
+        assert cache != "block" or cfg.attention == "block_causal"
+        self.model, self.canvas, self.settings = model, canvas, settings
+        self.cache_mode, self.refresh_every = cache, refresh_every
+        self.shift = 1 if cfg.shift_logits else 0
+        self.eos_id = eos_id
+        B, W = canvas.tokens.shape
+        device = canvas.tokens.device
+        self.device = device
+        fill = eos_fill if eos_fill is not None else [True] * B
+        self.eos_fill = torch.tensor(fill, dtype=torch.bool, device=device)
+        self.any_eos_fill = eos_id is not None and any(fill)
+        self.kv = KVCache.for_model(model, B, W) if cache != "none" else None
+        self.committed_until = 0  # block cache: slots [0, committed_until) hold exact keys
+        self.answer_start = torch.tensor([r.answer_start for r in canvas.rows], device=device)
+        self.answer_end = torch.tensor([r.answer_end for r in canvas.rows], device=device)
+        self.columns = torch.arange(W, device=device)
+        self.done = torch.zeros(B, dtype=torch.bool, device=device)
+        self.forwards = torch.zeros(B, dtype=torch.long, device=device)  # passes in which the row revealed
+        self.revealed = torch.zeros(B, dtype=torch.long, device=device)
+        self.logprob = torch.zeros(B, dtype=torch.float32, device=device)  # log p of each revealed token, summed
+        self.initial_masked = torch.zeros(B, dtype=torch.long, device=device)
+        self.noise = rng.RowNoise(device)
+        self.blocks = canvas.blocks()
+        self.block_index = 0
+        self.step_in_block = 0
+        self.num_steps = 0  # forward passes of the batch
+        self.finished = not self.blocks
+
+    @property
+    def batch_size(self) -> int:
+        return self.canvas.tokens.shape[0]
+
+    # ----------------------------------------------------------------- the step (device only)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One forward pass over the current block and the reveals each row's policy allows."""
+        assert not self.finished
+        s, e = self.blocks[self.block_index]
+        c = self.canvas
+        candidates = c.masked[:, s:e] & ~self.done[:, None]
+        if self.step_in_block == 0:
+            self.initial_masked = candidates.sum(-1)
+        logits = self.block_logits(s, e)
+        tokens, confidence, entropy = policies.sample_tokens(logits, self.settings, self._gumbel(s, e, logits.shape[-1]))
+        reveal = policies.select_reveals(self.settings, confidence, entropy, candidates, self.initial_masked,
+                                         self.step_in_block, self._random_scores(s, e))
+        self._apply(s, e, reveal, tokens, confidence)
+        self.forwards += candidates.any(-1)
+        self.step_in_block += 1
+        self.num_steps += 1
+
+    def block_logits(self, s: int, e: int) -> torch.Tensor:
+        """Logits [B, e - s, V] predicting the block's columns, with as little fed as the cache allows."""
+        c, W, shift = self.canvas, self.canvas.width, self.shift
+        if self.cache_mode == "none":
+            a, b = 0, W
+        elif self.cache_mode in ("prefix", "dual"):
+            refresh = self.step_in_block == 0 or (self.refresh_every and self.step_in_block % self.refresh_every == 0)
+            a = 0 if refresh else s - shift
+            b = e if (self.cache_mode == "dual" and not refresh) else W
+        else:
+            a, b = min(self.committed_until, s - shift), e
+        logits = self.model(c.tokens[:, a:b], position_ids=c.positions[:, a:b], attention_mask=c.valid[:, a:b],
+                            cache=self.kv, cache_start=a, logits_slice=slice(s - shift - a, e - shift - a))
+        if self.cache_mode == "block":
+            self.committed_until = max(self.committed_until, s)
+        return logits
+
+    def _row_keys(self, row: int, s: int) -> tuple[int, int]:
+        # The row's position at the block start and its step in the block: the same wherever the row runs.
+        return s - self.canvas.rows[row].offset, self.step_in_block
+
+    def _gumbel(self, s: int, e: int, vocab: int) -> torch.Tensor | None:
+        rows = self.settings.sampling_rows
+        if not rows:
+            return None
+        noise = torch.zeros(self.batch_size, e - s, vocab, device=self.device)
+        for r in rows:
+            noise[r] = self.noise.gumbel(self.settings.seeds[r], self._row_keys(r, s), (e - s, vocab))
+        return noise
+
+    def _random_scores(self, s: int, e: int) -> torch.Tensor | None:
+        rows = self.settings.random_rows
+        if not rows:
+            return None
+        scores = torch.zeros(self.batch_size, e - s, device=self.device)
+        for r in rows:
+            scores[r] = self.noise.uniform(self.settings.seeds[r], self._row_keys(r, s) + (rng.STREAM_ORDER,), (e - s,))
+        return scores
+
+    def _apply(self, s: int, e: int, reveal: torch.Tensor, tokens: torch.Tensor, confidence: torch.Tensor) -> None:
+        c = self.canvas
+        c.tokens[:, s:e] = torch.where(reveal, tokens, c.tokens[:, s:e])
+        c.masked[:, s:e] &= ~reveal
+        self.revealed += reveal.sum(-1)
+        self.logprob += torch.where(reveal, confidence.clamp_min(1e-30).log(), torch.zeros_like(confidence)).sum(-1)
+        if self.any_eos_fill:
+            is_eos = reveal & (tokens == self.eos_id) & self.eos_fill[:, None]
+            first = torch.where(is_eos, self.columns[s:e], c.width).min(-1).values  # [B]; W when none
+            tail = c.masked & (self.columns[None, :] > first[:, None])
+            c.tokens.masked_fill_(tail, self.eos_id)
+            c.masked &= ~tail
+
+    # ----------------------------------------------------------------- host side
+
+    def poll(self) -> Poll:
+        """Mark rows with nothing left to reveal as done, pick the block to decode next (one host sync)."""
+        c = self.canvas
+        self.done |= ~c.masked.any(-1)
+        open_columns = (c.masked & ~self.done[:, None]).any(0)  # [W]
+        first_masked = torch.where(c.masked, self.columns[None, :], c.width).min(-1).values
+        committed = torch.minimum(first_masked, self.answer_end) - self.answer_start
+        host = torch.cat([open_columns.long(), self.done.long(), committed]).tolist()
+        W, B = c.width, self.batch_size
+        open_host, done, committed_host = host[:W], host[W:W + B], host[W + B:]
+        self._seek_block(open_host)
+        return Poll([bool(d) for d in done], committed_host)
+
+    def _seek_block(self, open_columns: list[int]) -> None:
+        for index in range(self.block_index, len(self.blocks)):
+            s, e = self.blocks[index]
+            if any(open_columns[s:e]):
+                if index != self.block_index:
+                    self.block_index, self.step_in_block = index, 0
+                return
+        self.finished = True
+
+    def finish_rows(self, rows: list[int]) -> None:
+        """Stop decoding these rows (a stop string was found, or the request was cancelled)."""
+        if rows:
+            self.done[torch.tensor(rows, device=self.device)] = True
+
+    def select_rows(self, index: list[int]) -> None:
+        """Keep only these rows (finished or cancelled requests leave the batch); safe between steps."""
+        idx = torch.tensor(index, dtype=torch.long, device=self.device)
+        self.canvas = self.canvas.select_rows(index)
+        self.settings = self.settings.select_rows(index)
+        for name in ("eos_fill", "answer_start", "answer_end", "done", "forwards", "revealed", "logprob",
+                     "initial_masked"):
+            setattr(self, name, getattr(self, name)[idx])
+        if self.kv is not None:
+            self.kv.select_rows(idx)
+        self.any_eos_fill = self.eos_id is not None and bool(self.eos_fill.any())
+        if not index:
+            self.finished = True
+
+    def answer_ids(self, row: int, length: int | None = None) -> list[int]:
+        """The row's answer tokens (masked ones included as the mask id), or its first `length`."""
+        r = self.canvas.rows[row]
+        end = r.answer_end if length is None else r.answer_start + length
+        return self.canvas.tokens[row, r.answer_start:end].tolist()
+
+    def draft_ids(self, row: int) -> tuple[list[int], list[bool]]:
+        """(answer tokens, masked flags) of the row's current draft."""
+        r = self.canvas.rows[row]
+        return (self.canvas.tokens[row, r.answer_start:r.answer_end].tolist(),
+                self.canvas.masked[row, r.answer_start:r.answer_end].tolist())
+
+    def counters(self) -> dict[str, list]:
+        """Per-row forward passes, revealed tokens and summed log-probability of the reveals."""
+        return {"forwards": self.forwards.tolist(), "revealed": self.revealed.tolist(),
+                "logprob": self.logprob.tolist()}

@@ -1,0 +1,44 @@
+"""Infilling: fill the middle between a prefix and a suffix.
+
+- Diffusion models with bidirectional attention see both sides: the canvas is
+  prefix + [mask] x m + suffix and only the m middle positions are ever revealed, so the prefix and
+  suffix come back unchanged (the result's text is the middle alone; prefix and suffix are the
+  caller's own strings, never re-decoded).
+  - Fixed length (`SamplerConfig.infill_length = m`): one row with m masks.
+  - Unknown length (the default): one row per candidate length (`infill_candidates`, capped by
+    max_new_tokens), all decoded together in one batch; end-of-text and padding tokens inside a
+    middle are dropped (so a model trained to pad surplus positions can also end early), and the
+    candidate whose revealed tokens have the highest mean log-probability wins. Its cost is the sum
+    over candidates, which the result's statistics report.
+- Autoregressive models infill in the prefix-suffix-middle format they were trained on (issue #4):
+  <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>, then the middle until end-of-text.
+- Block-diffusion models (block_causal attention) see no suffix and were not trained on the format,
+  so they cannot infill.
+"""
+
+from __future__ import annotations
+
+from ..data.special_tokens import FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
+from .config import SamplerConfig
+
+
+def fim_prompt(prefix_ids: list[int], suffix_ids: list[int]) -> list[int]:
+    """The autoregressive prefix-suffix-middle prompt."""
+    return [FIM_PREFIX_ID, *prefix_ids, FIM_SUFFIX_ID, *suffix_ids, FIM_MIDDLE_ID]
+
+
+def candidate_lengths(config: SamplerConfig, budget: int) -> list[int]:
+    """Middle lengths to try: the fixed length, or the candidates that fit the budget (the budget if none does)."""
+    if config.infill_length is not None:
+        return [min(config.infill_length, budget)]
+    lengths = sorted({m for m in config.infill_candidates if m <= budget})
+    return lengths or [budget]
+
+
+def strip_fillers(ids: list[int], fillers: set[int]) -> list[int]:
+    return [t for t in ids if t not in fillers]
+
+
+def candidate_score(logprob_sum: float, revealed: int) -> float:
+    """Mean log-probability of a candidate's revealed tokens (higher is better)."""
+    return logprob_sum / max(revealed, 1)

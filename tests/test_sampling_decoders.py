@@ -1,0 +1,225 @@
+"""The decoders on tiny random models: caches against recomputation, batch invariance, seeds, stopping, infilling."""
+
+import pytest
+import torch
+
+from unmask.errors import UnmaskError
+from unmask.sampling import DiffusionDecoder, Request, RowSettings, SamplerConfig, build_canvas, generate
+
+from sampling_helpers import random_lm
+
+MASK, EOS, PAD = 1, 0, 2
+PROMPTS = [[40, 41, 42], [50, 51, 52, 53, 54, 55, 56], [60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71]]
+
+
+def ids(*seqs):
+    return [Request(prompt_ids=list(s)) for s in seqs]
+
+
+def lockstep(a: DiffusionDecoder, b: DiffusionDecoder) -> int:
+    """Drive two decoders of the same batch together, checking logits and canvases at every step."""
+    steps = 0
+    while not a.finished:
+        assert not b.finished and (a.block_index, a.step_in_block) == (b.block_index, b.step_in_block)
+        s, e = a.blocks[a.block_index]
+        torch.testing.assert_close(a.block_logits(s, e), b.block_logits(s, e), rtol=1e-4, atol=1e-4)
+        a.step()
+        b.step()
+        assert torch.equal(a.canvas.tokens, b.canvas.tokens)
+        assert a.poll() == b.poll()
+        steps += 1
+    assert b.finished
+    return steps
+
+
+def decoder(model, cache, prompts=PROMPTS, answers=(9, 14, 6), block_length=4, refresh_every=0, **cfg):
+    cfg.setdefault("policy", "threshold")
+    cfg.setdefault("threshold", 0.05)
+    c = model.config
+    canvas = build_canvas(prompts, list(answers), mask_id=MASK, pad_id=PAD, block_length=block_length,
+                          align=c.block_size if c.attention == "block_causal" else None)
+    settings = RowSettings.from_configs([SamplerConfig(**cfg)] * len(prompts), canvas.block_length, "cpu")
+    return DiffusionDecoder(model, canvas, settings, cache=cache, refresh_every=refresh_every, eos_id=None)
+
+
+@pytest.mark.parametrize("shift", [False, True])
+@pytest.mark.parametrize("cache", ["dual", "prefix"])
+def test_cache_refreshed_every_step_equals_no_cache(cache, shift):
+    model = random_lm(shift_logits=shift)
+    kw = dict(policy="steps", steps_per_block=2)
+    assert lockstep(decoder(model, "none", **kw), decoder(model, cache, refresh_every=1, **kw)) == 8
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_dual_cache_first_step_of_each_block_equals_no_cache(shift):
+    """Without per-step refresh, the canvases may drift apart, but a block's first step sees a fresh cache."""
+    model = random_lm(shift_logits=shift)
+    ref, dual = decoder(model, "none", policy="steps"), decoder(model, "dual", policy="steps")
+    while not dual.finished:
+        s, e = dual.blocks[dual.block_index]
+        if dual.step_in_block == 0:
+            ref.canvas.tokens.copy_(dual.canvas.tokens)
+            torch.testing.assert_close(dual.block_logits(s, e), ref.block_logits(s, e), rtol=1e-4, atol=1e-4)
+        dual.step()
+        dual.poll()
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_exact_block_cache_equals_recomputation(shift):
+    model = random_lm(attention="block_causal", block_size=4, shift_logits=shift)
+    kw = dict(policy="steps", steps_per_block=2)
+    assert lockstep(decoder(model, "none", **kw), decoder(model, "block", **kw)) >= 8
+
+
+@pytest.mark.parametrize("attention, cache", [
+    ("bidirectional", "none"), ("bidirectional", "dual"), ("bidirectional", "prefix"),
+    ("block_causal", "block"), ("causal", "kv"),
+])
+def test_greedy_output_does_not_depend_on_the_batch(attention, cache):
+    model = random_lm(attention=attention, block_size=4 if attention == "block_causal" else None,
+                      shift_logits=attention == "causal")
+    block = None if attention == "block_causal" else 4
+    configs = [SamplerConfig(cache=cache, policy="threshold", threshold=0.05, max_new_tokens=9, block_length=block),
+               SamplerConfig(cache=cache, policy="steps", steps_per_block=2, max_new_tokens=14, block_length=block),
+               SamplerConfig(cache=cache, policy="entropy", entropy_bound=2.0, max_new_tokens=6, block_length=block)]
+    requests = [Request(prompt_ids=p, config=c) for p, c in zip(PROMPTS, configs)]
+    together = generate(model, None, requests)
+    alone = [generate(model, None, [r])[0] for r in requests]
+    reordered = generate(model, None, requests[::-1])[::-1]
+    for t, a, r, c in zip(together, alone, reordered, configs):
+        assert t.token_ids == a.token_ids == r.token_ids
+        assert len(t.token_ids) <= c.max_new_tokens
+        assert t.stats.forward_passes == a.stats.forward_passes
+
+
+@pytest.mark.parametrize("attention", ["bidirectional", "causal"])
+def test_sampling_is_determined_by_the_seed_alone(attention):
+    model = random_lm(attention=attention, shift_logits=attention == "causal")
+    cfg = SamplerConfig(temperature=1.0, top_p=0.9, seed=3, max_new_tokens=12, block_length=4, threshold=0.2)
+    target = Request(prompt_ids=PROMPTS[1], config=cfg)
+    first = generate(model, None, [target])[0].token_ids
+    again = generate(model, None, [target])[0].token_ids
+    others = [Request(prompt_ids=PROMPTS[0], config=cfg.replace(seed=9, temperature=0.0)),
+              Request(prompt_ids=PROMPTS[2], config=cfg.replace(seed=1))]
+    in_batch = generate(model, None, [others[0], target, others[1]])[1].token_ids
+    assert first == again == in_batch
+    other_seed = generate(model, None, [Request(prompt_ids=PROMPTS[1], config=cfg.replace(seed=4))])[0].token_ids
+    assert other_seed != first
+
+
+def test_random_order_steps_policy_is_seeded():
+    model = random_lm()
+    cfg = SamplerConfig(policy="steps", order="random", steps_per_block=4, max_new_tokens=8, block_length=8)
+    a = generate(model, None, ids(PROMPTS[0]), cfg)[0]
+    b = generate(model, None, ids(PROMPTS[0]), cfg)[0]
+    assert a.token_ids == b.token_ids and a.stats.forward_passes == 4
+
+
+def test_autoregressive_decoder_equals_naive_greedy_loop():
+    model = random_lm(attention="causal", shift_logits=True)
+    model.config.eos_token_id = 7  # a token this model emits now and then, so that some rows stop early
+    cfg = SamplerConfig(max_new_tokens=15)
+    results = generate(model, None, ids(*PROMPTS), cfg)
+    for prompt, result in zip(PROMPTS, results):
+        seq, expect = list(prompt), []
+        with torch.no_grad():
+            for _ in range(15):
+                token = int(model(torch.tensor([seq]))[0, -1].argmax())
+                if token == 7:
+                    break
+                expect.append(token)
+                seq.append(token)
+        assert result.token_ids == expect
+        assert result.finish_reason == ("stop" if len(expect) < 15 else "length")
+        assert result.stats.forward_passes == len(expect) + (len(expect) < 15)
+
+
+@pytest.mark.parametrize("attention", ["bidirectional", "block_causal"])
+def test_end_of_text_ends_the_answer_and_no_step_is_spent_after_it(attention):
+    model = random_lm(attention=attention, block_size=4 if attention == "block_causal" else None)
+    probe = generate(model, None, ids(PROMPTS[1]), SamplerConfig(max_new_tokens=16, threshold=2.0))[0].token_ids
+    eos = probe[5]  # declare a token the model emits at position 5 the end-of-text token
+    model.config.eos_token_id = eos
+    result = generate(model, None, ids(PROMPTS[1]), SamplerConfig(max_new_tokens=16, threshold=2.0))[0]
+    assert result.finish_reason == "stop" and eos not in result.token_ids
+    # One token per step: a step for each token, one for the end, at most a few revealed past it before
+    # the end was found, and none for the positions after it.
+    assert len(result.token_ids) + 1 <= result.stats.forward_passes < 16
+
+
+def test_threshold_above_one_reveals_one_token_per_step():
+    model = random_lm()
+    dec = decoder(model, "dual", threshold=1.5)
+    while not dec.finished:
+        before = dec.canvas.masked.sum(-1)
+        active = (dec.canvas.masked[:, slice(*dec.blocks[dec.block_index])]).any(-1)
+        dec.step()
+        assert torch.equal(before - dec.canvas.masked.sum(-1), active.long())
+        dec.poll()
+
+
+def test_max_new_tokens_is_respected_by_every_decoder():
+    for attention in ["bidirectional", "block_causal", "causal"]:
+        model = random_lm(attention=attention, block_size=4 if attention == "block_causal" else None,
+                          shift_logits=attention == "causal")
+        for n in (1, 5, 13):
+            whole = None if attention == "block_causal" else 0
+            r = generate(model, None, ids(PROMPTS[0]), SamplerConfig(max_new_tokens=n, block_length=whole))[0]
+            assert len(r.token_ids) == n and r.finish_reason == "length", (attention, n)
+
+
+def test_infill_never_touches_prefix_or_suffix():
+    model = random_lm()
+    prefix, suffix = [40, 41, 42, 43, 44], [90, 91, 92, 93]
+    canvas = build_canvas([prefix, prefix[:2]], [6, 3], [suffix, suffix[1:]], mask_id=MASK, pad_id=PAD, block_length=4)
+    before = canvas.tokens.clone()
+    settings = RowSettings.from_configs([SamplerConfig(threshold=0.05)] * 2, 4, "cpu")
+    dec = DiffusionDecoder(model, canvas, settings, cache="dual", eos_fill=[False, False], eos_id=EOS)
+    while not dec.finished:
+        dec.step()
+        dec.poll()
+    assert torch.equal(canvas.tokens[~canvas.answer], before[~canvas.answer])
+    assert not canvas.masked.any()
+    row0 = canvas.rows[0]
+    assert canvas.tokens[0, row0.answer_end:row0.end].tolist() == suffix
+
+
+def test_infill_through_generate_fixed_and_variable_length():
+    model = random_lm()
+    fixed = generate(model, None, [Request(prompt_ids=[40, 41, 42], suffix_ids=[90, 91],
+                                           config=SamplerConfig(infill_length=5))])[0]
+    assert fixed.infill_length == 5 and len(fixed.token_ids) <= 5 and fixed.finish_reason == "stop"
+    cfg = SamplerConfig(infill_candidates=(2, 4, 8), max_new_tokens=6)
+    variable = generate(model, None, [Request(prompt_ids=[40, 41, 42], suffix_ids=[90, 91], config=cfg)])[0]
+    assert variable.infill_length in (2, 4)  # 8 exceeds max_new_tokens
+    alone = [generate(model, None, [Request(prompt_ids=[40, 41, 42], suffix_ids=[90, 91],
+                                            config=cfg.replace(infill_length=m))])[0] for m in (2, 4)]
+    assert variable.stats.forward_passes == sum(a.stats.forward_passes for a in alone)
+
+
+def test_autoregressive_infill_uses_the_fim_format_and_block_models_refuse():
+    ar = random_lm(attention="causal", shift_logits=True)
+    r = generate(ar, None, [Request(prompt_ids=[40, 41], suffix_ids=[90])], SamplerConfig(max_new_tokens=4))[0]
+    assert r.prompt_tokens == 2 + 1 + 3 and r.infill_length is None
+    block = random_lm(attention="block_causal", block_size=4)
+    with pytest.raises(UnmaskError, match="cannot infill"):
+        generate(block, None, [Request(prompt_ids=[40, 41], suffix_ids=[90])])
+
+
+def test_bad_requests_are_clear_errors():
+    model = random_lm()
+    with pytest.raises(UnmaskError, match="empty"):
+        generate(model, None, [Request(prompt_ids=[])])
+    with pytest.raises(UnmaskError, match="context of 96"):
+        generate(model, None, [Request(prompt_ids=[40] * 96)])
+    with pytest.raises(UnmaskError, match="tokenizer"):
+        generate(model, None, ["text needs a tokenizer"])
+    block = random_lm(attention="block_causal", block_size=4)
+    with pytest.raises(UnmaskError, match="block_size 4"):
+        generate(block, None, ids([40, 41]), SamplerConfig(block_length=8))
+
+
+def test_long_prompt_clamps_the_answer_to_the_context():
+    model = random_lm()
+    r = generate(model, None, ids([40] * 90), SamplerConfig(max_new_tokens=50))[0]
+    assert len(r.token_ids) == 6
