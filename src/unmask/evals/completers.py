@@ -35,6 +35,7 @@ class Completion:
     num_tokens: int  # tokens generated
     num_forwards: int | None  # model forward passes spent on it (None: the backend does not say)
     seconds: float
+    infill_length: int | None = None  # diffusion infilling: the middle's length in tokens that was decoded
 
 
 class Completer(Protocol):
@@ -113,7 +114,7 @@ class UnmaskCompleter:
         # Requests decoded together share the wall time; each gets its share, so sums stay true.
         share = (time.perf_counter() - start) / len(requests)
         return [Completion(text=r.text, num_tokens=r.stats.tokens, num_forwards=r.stats.forward_passes,
-                           seconds=share) for r in results]
+                           seconds=share, infill_length=r.infill_length) for r in results]
 
 
 class OpenAICompleter:

@@ -36,6 +36,7 @@ from .scoring import ExecutionScorer
 from .tasks import Task, stop_sequences, truncate_at_stop
 
 LENGTH_MODES = ("unknown", "oracle")
+GENERATED_FIELDS = ("completion", "raw", "num_tokens", "num_forwards", "seconds", "infill_length")
 
 
 @dataclass
@@ -84,14 +85,14 @@ def compiles(source: str) -> bool:
         return False
 
 
-def _progress(total: int, desc: str, disable: bool):
+def progress_bar(total: int, desc: str, disable: bool, unit: str = "sample"):
     """A tqdm bar when tqdm is installed (it is optional), else a silent stand-in."""
     try:
         if disable:
             raise ImportError
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True)
+        return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
     except ImportError:
         class _Quiet:
             def update(self, n: int = 1) -> None: ...
@@ -155,7 +156,7 @@ def _load_previous(paths: dict[str, Path], fingerprint: dict) -> tuple[dict, dic
         for row in rows:
             key = (row["task_id"], row["index"])
             if "completion" in row:
-                generated[key] = {k: row[k] for k in ("completion", "raw", "num_tokens", "num_forwards", "seconds")}
+                generated[key] = {k: row.get(k) for k in GENERATED_FIELDS}
             if "status" in row:
                 executed[key] = {k: row[k] for k in ("status", "error_type", "detail", "returncode")}
     return generated, executed
@@ -201,7 +202,7 @@ def run_eval(tasks: list[Task], completer: Completer, settings: EvalSettings, ou
     start = time.perf_counter()
 
     todo = [k for k in keys if k not in generated]
-    bar = _progress(len(todo), "generate", not progress or not todo)
+    bar = progress_bar(len(todo), "generate", not progress or not todo)
     for b in range(0, len(todo), settings.batch_size):
         batch = todo[b: b + settings.batch_size]
         requests = []
@@ -213,14 +214,14 @@ def run_eval(tasks: list[Task], completer: Completer, settings: EvalSettings, ou
                                               infill_length=_length_hint(task, completer, settings)))
         for (task_id, index), req, c in zip(batch, requests, completer.complete(requests)):
             record = {"completion": truncate_at_stop(c.text, req.stop), "raw": c.text, "num_tokens": c.num_tokens,
-                      "num_forwards": c.num_forwards, "seconds": c.seconds}
+                      "num_forwards": c.num_forwards, "seconds": c.seconds, "infill_length": c.infill_length}
             generated[(task_id, index)] = record
             journal.append({"task_id": task_id, "index": index, **record})
         bar.update(len(batch))
     bar.close()
 
     pending = [k for k in keys if k not in executed]
-    bar = _progress(len(pending), "execute", not progress or not pending)
+    bar = progress_bar(len(pending), "execute", not progress or not pending)
 
     def done(i: int, outcome: dict) -> None:  # called from the scorer's worker threads
         key = pending[i]

@@ -1,0 +1,81 @@
+"""The OpenAI-compatible completer against a stub /v1/completions server on the loopback."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from unmask.errors import UnmaskError
+from unmask.evals.completers import CompletionRequest, OpenAICompleter, weights_sha256
+
+pytest.importorskip("openai")
+
+
+class _Stub(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Stub.received.append((self.path, body))
+        if body["prompt"] == "fail":
+            self.send_response(400)
+            payload = {"error": {"message": "bad prompt", "type": "invalid_request_error", "param": None, "code": None}}
+        else:
+            self.send_response(200)
+            payload = {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": body["model"],
+                       "choices": [{"index": 0, "text": "    return 1\n", "finish_reason": "stop", "logprobs": None}],
+                       "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "forward_passes": 2}}
+        data = json.dumps(payload).encode()
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    _Stub.received.clear()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_completions_request_and_response(server):
+    completer = OpenAICompleter(server, "tiny", max_tokens=16, temperature=0.2)
+    [c] = completer.complete([CompletionRequest(prompt="def f():\n", suffix="\n", seed=7,
+                                                stop=("\nclass", "\ndef", "\n#", "\nif", "\nprint"))])
+    path, body = _Stub.received[0]
+    assert path == "/v1/completions"
+    assert body["model"] == "tiny" and body["prompt"] == "def f():\n" and body["suffix"] == "\n"
+    assert body["max_tokens"] == 16 and body["temperature"] == 0.2 and body["seed"] == 7
+    assert len(body["stop"]) == 4  # OpenAI's limit; the runner cuts at the fifth itself
+    assert (c.text, c.num_tokens, c.num_forwards) == ("    return 1\n", 4, 2)
+    assert completer.identity() == {"url": server + "/v1", "model": "tiny"}
+
+
+def test_server_errors_become_one_line_errors(server):
+    completer = OpenAICompleter(server + "/v1/", "tiny")
+    with pytest.raises(UnmaskError, match="completions failed"):
+        completer.complete([CompletionRequest(prompt="fail")])
+
+
+def test_oracle_length_is_refused_for_a_server(server):
+    with pytest.raises(UnmaskError, match="oracle"):
+        OpenAICompleter(server, "tiny").complete([CompletionRequest(prompt="x", suffix="y", infill_length=3)])
+
+
+def test_weights_hash_covers_every_shard(tmp_path):
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"a")
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"b")
+    first = weights_sha256(tmp_path)["sha256"]
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"c")
+    assert weights_sha256(tmp_path)["sha256"] != first
+    with pytest.raises(UnmaskError, match="no \\*.safetensors"):
+        weights_sha256(tmp_path / "missing")
