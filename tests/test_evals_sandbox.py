@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from unmask.errors import UnmaskError
 from unmask.evals.sandbox import SandboxConfig, pids_of_uid, probe_isolation, run_program, run_programs
 
 FAST = SandboxConfig(timeout_s=2.0, max_processes=8)
@@ -174,3 +175,8 @@ def test_network_is_refused_when_isolation_is_on():
 def test_output_flood_is_cut_off():
     result = run_program("while True:\n    print('x' * 10000)\n", SandboxConfig(timeout_s=5.0, max_output_bytes=10**5))
     assert not result.passed and result.status != "timed out"
+
+
+def test_an_interpreter_that_cannot_run_is_reported():
+    with pytest.raises(UnmaskError, match="no Python interpreter runs inside the sandbox"):
+        probe_isolation(SandboxConfig(python="/nonexistent/python3"))

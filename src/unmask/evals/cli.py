@@ -50,6 +50,9 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=5.0, help="wall-clock seconds per program in the sandbox")
     c.add_argument("--memory-mb", type=int, default=2048, help="address-space limit per program")
     c.add_argument("--workers", type=int, default=None, help="programs run at once (default: the cores)")
+    c.add_argument("--sandbox-python", default=None,
+                   help="interpreter for the programs (default: this one, or python3 on PATH if the sandbox user "
+                        "cannot run this one)")
     ln = p.add_argument_group("lines")
     ln.add_argument("--corpus", default=None, help="corpus folder (unmask corpus build); its --split is used")
     ln.add_argument("--source", default=None, help="or: a source file or folder of .py files")
@@ -176,7 +179,8 @@ def _evaluate(args, task: str, completer, out: Path) -> dict:
     from .tasks import load_tasks
 
     settings.limit = args.limit
-    sandbox = SandboxConfig(timeout_s=args.timeout, memory_bytes=args.memory_mb * 1024**2, workers=args.workers)
+    sandbox = SandboxConfig(timeout_s=args.timeout, memory_bytes=args.memory_mb * 1024**2, workers=args.workers,
+                            python=args.sandbox_python)
     return run_eval(load_tasks(task, seed=args.seed, per_problem=args.per_problem), completer, settings, out,
                     ExecutionScorer(sandbox), progress=not args.no_progress, log=log)
 

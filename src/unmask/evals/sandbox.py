@@ -43,6 +43,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import UnmaskError
+
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 _UNSHARE_FAILED = 120  # launcher exit codes: the namespace could not be made / the interpreter not run
@@ -169,7 +171,8 @@ def probe_isolation(config: SandboxConfig) -> Isolation:
             _PROBE_CACHE[key] = iso
             return iso
         failures.append(f"{python}: {result.status} ({result.detail})")
-    raise RuntimeError("no Python interpreter works inside the sandbox: " + "; ".join(failures))
+    raise UnmaskError("no Python interpreter runs inside the sandbox (set SandboxConfig.python to one the "
+                      "sandbox user may execute): " + "; ".join(failures))
 
 
 def describe_isolation(iso: Isolation) -> str:
