@@ -289,7 +289,10 @@ def _classify(rc: int, timed_out: bool, sentinel_seen: bool, stderr: str, second
             return ExecResult("passed", None, "", rc, seconds)
         return ExecResult("error", "EarlyExit", "exited with status 0 before the tests finished", rc, seconds)
     if rc < 0:
-        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else f"signal {-rc}"
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
         if name == "SIGXCPU":
             return ExecResult("timed out", "CPUTimeLimit", "CPU-time limit reached", rc, seconds)
         if name == "SIGXFSZ":
