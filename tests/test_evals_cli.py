@@ -3,6 +3,7 @@
 import hashlib
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -29,7 +30,8 @@ def models(tmp_path_factory):
                                    ("block", "block_causal", False)):
         cfg = ModelConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                           num_key_value_heads=2, intermediate_size=64, max_position_embeddings=1024,
-                          attention=attention, shift_logits=shift, block_size=8 if attention == "block_causal" else None,
+                          attention=attention, shift_logits=shift,
+                          block_size=8 if attention == "block_causal" else None,
                           mask_token_id=MASK_ID, eos_token_id=ENDOFTEXT_ID, pad_token_id=PAD_ID)
         model = Transformer(cfg)
         model.init_weights(std=0.02, seed=0)
@@ -47,7 +49,8 @@ def test_humaneval_limit_3_end_to_end(models, tmp_path, capsys):
     assert _eval("humaneval", "--model", models["diffusion"], "--limit", 3, "--max-new-tokens", 8, "--out", out) == 0
     results = json.loads(out.read_text())
     assert results["num_tasks"] == 3 and len(results["samples"]) == 3
-    assert results["model"]["sha256"] == hashlib.sha256((models["diffusion"] / "model.safetensors").read_bytes()).hexdigest()
+    weights = (models["diffusion"] / "model.safetensors").read_bytes()
+    assert results["model"]["sha256"] == hashlib.sha256(weights).hexdigest()
     assert results["settings"]["sampler"]["max_new_tokens"] == 8
     assert all(s["num_tokens"] <= 8 and s["num_forwards"] >= 1 for s in results["samples"])
     assert results["speed"]["tokens_per_forward"] is not None
@@ -75,16 +78,24 @@ def test_oracle_length_infill_with_the_diffusion_model(models, tmp_path):
         assert sample["infill_length"] == len(lm.tokenizer.encode(task.canonical, add_special_tokens=False).ids)
 
 
-def test_lines_on_a_source_folder(models, tmp_path):
+def test_lines_on_a_source_folder_fit_the_training_window(models, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.py").write_text(CODE)
+    model = tmp_path / "model"
+    shutil.copytree(models["diffusion"], model)
+    (model / "trainer_state.json").write_text(json.dumps({"config": {"data": {"window_len": 64}}}))
     out = tmp_path / "lines.json"
-    assert _eval("lines", "--model", models["diffusion"], "--source", src, "--limit", 3, "--max-new-tokens", 8,
-                 "--out", out) == 0
+    assert _eval("lines", "--model", model, "--source", src, "--limit", 3, "--max-new-tokens", 8, "--out", out) == 0
     results = json.loads(out.read_text())
     assert set(results["by_group"]) == {"infill", "completion"}
     assert results["num_tasks"] == 6
+    assert results["settings"]["task_options"]["context_tokens"] == 64
+    tok = load_model(model).tokenizer
+    problems = [json.loads(line) for line in (tmp_path / "lines.problems.jsonl").read_text().splitlines()]
+    for p in problems:  # prefix + suffix + the 8-token budget + 3 FIM markers fit the 64-token window
+        suffix = p["canonical_solution"][len(p["canonical_solution"].split("\n")[0]):]
+        assert len(tok.encode(p["prompt"]).ids) + len(tok.encode(suffix).ids) + 8 + 3 <= 64
 
 
 def _shards(path, vocab, tokens=4000):

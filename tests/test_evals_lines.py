@@ -71,7 +71,7 @@ class LineOracle:
         return _words(text)
 
     def complete(self, requests):
-        return [Completion(text=(self.answer[r.prompt + "|" + (r.suffix or "")] + "\n  trailing") if r.suffix else "nope\n",
+        return [Completion(text=self.answer[r.prompt + "|" + r.suffix] + "\n  trailing" if r.suffix else "nope\n",
                            num_tokens=5, num_forwards=5, seconds=0.1) for r in requests]
 
 
@@ -100,3 +100,11 @@ def test_exact_match_ignores_surrounding_whitespace(source_folder, tmp_path):
     assert results["by_group"]["infill"]["metrics"]["pass@1"] == 1.0
     assert results["by_group"]["completion"]["metrics"]["pass@1"] == 1.0
     assert results["by_group"]["infill"]["speed"]["tokens_per_forward"] == pytest.approx(2.5)
+
+
+def test_more_lines_keep_the_lines_drawn_before(source_folder):
+    docs = read_sources(source_folder)
+    kw = dict(seed=1, count_tokens=_words, context_tokens=300, budget_tokens=16)
+    few = {t.task_id for t in build_line_tasks(docs, 5, **kw)}
+    many = {t.task_id for t in build_line_tasks(docs, 12, **kw)}
+    assert few < many

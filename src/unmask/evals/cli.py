@@ -25,8 +25,10 @@ LINES_DEFAULT_MAX_NEW_TOKENS = 32  # a line rarely needs more; a 128-token canva
 
 
 def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help=help_text, description=__doc__, epilog="TASK: " + ", ".join(CODE_TASKS + OTHER_TASKS) + ", or a .jsonl file in "
-                              "HumanEval's format", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(name, help=help_text, description=__doc__,
+                              epilog="TASK: " + ", ".join(CODE_TASKS + OTHER_TASKS)
+                              + ", or a .jsonl file in HumanEval's format",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", metavar="TASK", help="what to evaluate (see below)")
     p.add_argument("sweep_task", metavar="SWEEP_TASK", nargs="?", help="with 'sweep': the task to sweep over")
     m = p.add_argument_group("model")
@@ -56,7 +58,9 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     ln = p.add_argument_group("lines")
     ln.add_argument("--corpus", default=None, help="corpus folder (unmask corpus build); its --split is used")
     ln.add_argument("--source", default=None, help="or: a source file or folder of .py files")
-    ln.add_argument("--context", type=int, default=None, help="context length to fit (default: the model's)")
+    ln.add_argument("--context", type=int, default=None,
+                    help="context length to fit (default: the training window in the model folder's "
+                         "trainer_state.json, else the model's position limit)")
     lk = p.add_argument_group("likelihood")
     lk.add_argument("--shards", default=None, help="token shard folder (unmask corpus tokenize)")
     lk.add_argument("--split", default="val", help="split of --corpus or --shards")
@@ -66,7 +70,8 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     sw = p.add_argument_group("sweep")
     sw.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                     help="a sampler setting and its values (repeatable; the grid is every combination)")
-    sw.add_argument("--ar-model", default=None, help="the autoregressive twin, evaluated once (its generation_config.json and the flags given)")
+    sw.add_argument("--ar-model", default=None,
+                    help="the autoregressive twin, evaluated once (its generation_config.json and the flags given)")
     add_sampler_flags(p.add_argument_group("sampler (defaults: the model's generation_config.json, then these)"))
     p.set_defaults(func=run)
     return p
@@ -168,12 +173,13 @@ def _evaluate(args, task: str, completer, out: Path) -> dict:
     from .scoring import ExactLineScorer, ExecutionScorer
 
     settings = EvalSettings(task=task, n_samples=args.n_samples, ks=_ks(args.k), seed=args.seed,
-                            per_problem=args.per_problem, length_mode=args.infill_length, batch_size=args.batch_size or 1)
+                            per_problem=args.per_problem, length_mode=args.infill_length,
+                            batch_size=args.batch_size or 1)
     log = (lambda *a: print(*a, file=sys.stderr))
     if task == "lines":
         from .lines import mode_of
 
-        tasks = _line_tasks(args, completer)
+        tasks, settings.task_options = _line_tasks(args, completer)
         return run_eval(tasks, completer, settings, out, ExactLineScorer(), progress=not args.no_progress, log=log,
                         group_of=mode_of)
     from .tasks import load_tasks
@@ -198,8 +204,10 @@ def _line_tasks(args, completer):
     if completer.count_tokens("x") is None:
         raise UnmaskError("eval lines needs the model's tokenizer to fit the context; use --model")
     budget = completer.settings().get("max_new_tokens") or completer.settings().get("max_tokens")
-    return build_line_tasks(docs, args.limit or 100, seed=args.seed, count_tokens=completer.count_tokens,
-                            context_tokens=context, budget_tokens=budget)
+    tasks = build_line_tasks(docs, args.limit or 100, seed=args.seed, count_tokens=completer.count_tokens,
+                             context_tokens=context, budget_tokens=budget)
+    source = str(Path(args.corpus or args.source).resolve())
+    return tasks, {"source": source, "split": args.split if args.corpus else None, "context_tokens": context}
 
 
 def _print_summary(results: dict) -> None:

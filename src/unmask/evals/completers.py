@@ -87,6 +87,18 @@ class UnmaskCompleter:
 
     @property
     def context_length(self) -> int:
+        """The window the model was trained on, when its folder records it (trainer_state.json of an
+        `unmask train` checkpoint), else its position limit: held-out examples must fit what it saw."""
+        import json
+
+        state = self.lm.path / "trainer_state.json" if self.lm.path is not None else None
+        if state is not None and state.is_file():
+            try:
+                window = json.loads(state.read_text())["config"]["data"]["window_len"]
+                if isinstance(window, int) and window > 0:
+                    return window
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass
         return self.lm.model.config.max_position_embeddings
 
     def identity(self) -> dict[str, Any]:

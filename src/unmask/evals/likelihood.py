@@ -28,7 +28,8 @@ def _window_seed(seed: int, index: int) -> int:
 
 
 def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: int = 256, num_windows: int = 100,
-                        mc_samples: int = 16, batch_size: int = 8, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                        mc_samples: int = 16, batch_size: int = 8, seed: int = 0,
+                        progress: bool = True) -> dict[str, Any]:
     """Nats per token, bits per byte and standard errors of a LoadedModel on a shard split."""
     from ..data.shards import TokenShards, read_index
     from ..diffusion import ar_nll, bits_per_byte, nelbo_draws, nelbo_estimates
@@ -50,7 +51,8 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
         raise UnmaskError(f"{lm.path}: config.json has no mask_token_id, so the diffusion bound cannot be computed")
     total = min(num_windows, len(shards) // window_len)
     if total == 0:
-        raise UnmaskError(f"{shards_dir}: the {split!r} split has {len(shards)} tokens, less than one window of {window_len}")
+        raise UnmaskError(f"{shards_dir}: the {split!r} split has {len(shards)} tokens, less than one window "
+                          f"of {window_len}")
     device = next(model.parameters()).device
     per_window: list[float] = []
     bar = _bar(total, progress)

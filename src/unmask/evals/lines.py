@@ -109,7 +109,10 @@ def build_line_tasks(docs: Iterable[tuple[str, str]], num_lines: int, *, seed: i
     if room <= 0:
         raise UnmaskError(f"the generation budget ({budget_tokens} tokens) leaves no room in the model's "
                           f"context of {context_tokens} tokens")
-    picks = sorted(random.Random(seed).sample(range(total), min(num_lines, total)))
+    # The first n of one seeded permutation: asking for more lines later keeps the ones drawn before.
+    order = list(range(total))
+    random.Random(seed).shuffle(order)
+    picks = sorted(order[:num_lines])
     tasks, offset, d = [], 0, 0
     for pick in picks:
         while pick >= offset + len(per_doc[d]):

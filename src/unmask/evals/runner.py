@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class EvalSettings:
     per_problem: int = 5  # infill-multi / infill-span tasks per problem
     length_mode: str = "unknown"  # infilling: "oracle" tells the model the gap's length in tokens
     batch_size: int = 1
+    task_options: dict = field(default_factory=dict)  # whatever else shapes the tasks (lines: source, context)
 
     def validate(self) -> None:
         if self.n_samples < 1:
@@ -129,7 +130,8 @@ class Journal:
 def _fingerprint(settings: EvalSettings, completer: Completer, scorer) -> dict:
     """What must match for finished samples to be reused (not n_samples, limit or k)."""
     return {"task": settings.task, "seed": settings.seed, "per_problem": settings.per_problem,
-            "length_mode": settings.length_mode, "model": completer.identity(), "sampler": completer.settings(),
+            "length_mode": settings.length_mode, "task_options": settings.task_options,
+            "model": completer.identity(), "sampler": completer.settings(),
             "scoring": scorer.fingerprint()}
 
 
@@ -142,7 +144,8 @@ def _load_previous(paths: dict[str, Path], fingerprint: dict) -> tuple[dict, dic
         try:
             previous = json.loads(paths["results"].read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise UnmaskError(f"{paths['results']}: not valid JSON ({e.msg}); delete it or pass another --out") from None
+            raise UnmaskError(f"{paths['results']}: not valid JSON ({e.msg}); delete it or pass another "
+                              "--out") from None
         sources.append((paths["results"], previous.get("fingerprint"), previous.get("samples", [])))
     records = Journal(paths["journal"]).read()
     if records:

@@ -90,7 +90,8 @@ def run_sweep(points: list[dict[str, Any]], evaluate: Callable[[dict[str, Any], 
                "frontier_tokens_per_forward": pareto_front(rows, "tokens_per_forward")}
     (out_dir / "sweep.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     plotted = plot_frontier(rows, out_dir / "frontier.png")
-    log(f"wrote {out_dir / 'frontier.md'}" + (f" and {plotted}" if plotted else " (no plot: matplotlib is not installed)"))
+    log(f"wrote {out_dir / 'frontier.md'}"
+        + (f" and {plotted}" if plotted else " (no plot: matplotlib is not installed)"))
     return rows
 
 
