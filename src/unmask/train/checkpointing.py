@@ -179,4 +179,4 @@ def load_training_state(checkpoint: Path, optimizer: torch.optim.Optimizer, sche
     rng = checkpoint / f"rng_state_rank{info.rank}.pt"
     if not rng.is_file():  # resumed with more ranks than saved: rank 0's states are the best guess
         rng = checkpoint / "rng_state_rank0.pt"
-    set_rng_state(torch.load(rng, map_location="cpu", weights_only=False))
+    set_rng_state(torch.load(rng, map_location="cpu", weights_only=True))

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -297,12 +296,25 @@ def set_key(config: TrainConfig, key: str, value: Any, source: str) -> None:
     setattr(section, parts[1], _coerce(value, section_hints[parts[1]], key, source))
 
 
+def _toml():
+    """The standard library's TOML reader (Python 3.11+), or its backport `tomli` on Python 3.10."""
+    try:
+        import tomllib
+    except ImportError:
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ConfigError("reading TOML configs needs Python 3.11+ or the 'tomli' package") from None
+    return tomllib
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """'optim.lr=3e-4' -> ("optim.lr", 0.0003); a value that is not TOML is a plain string."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE")
     key, raw = text.split("=", 1)
     key = key.strip()
+    tomllib = _toml()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -317,6 +329,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = (), *,
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
+        tomllib = _toml()
         try:
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as e:

@@ -77,7 +77,10 @@ def wrap_model(model: nn.Module, parallel: str, info: DistInfo) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda" else None)
-    from torch.distributed.fsdp import fully_shard
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:  # torch < 2.6 keeps FSDP2 under its original name
+        from torch.distributed._composable.fsdp import fully_shard
 
     for layer in model.model.layers:
         fully_shard(layer)

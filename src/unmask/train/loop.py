@@ -259,7 +259,7 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 raise UnmaskError(_oom_message(config, step, device)) from None
             except RuntimeError as e:
                 if "out of memory" in str(e) or "can't allocate memory" in str(e):
@@ -278,6 +278,7 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
                 record = {"kind": "train", "step": step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0],
                           "grad_norm": norm.item(), "tokens": tokens, "total_tokens": inherited + tokens,
                           "tokens_per_s": tokens_per_s, "elapsed_s": now - start_time,
+                          "eta_s": (max_steps - step) * (now - start_time) / (step - start_step),
                           "tflops": flops_per_token * tokens_per_s / 1e12}
                 if config.system.peak_tflops:
                     record["mfu"] = record["tflops"] / config.system.peak_tflops
@@ -286,15 +287,19 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
                 steps_in_log, last_log_time, last_log_tokens = 0, now, tokens
             progress.update(step, record)
 
+            # Signals and the clock differ between ranks, and every rank must agree to stop at the same
+            # step (or the collectives below hang): ranks compare them at log steps only, sparing the
+            # accelerator a synchronisation every step. stop_at_step is the same on every rank.
             code = 0
+            if record is not None or not info.distributed:
+                if config.system.time_limit_s and time.perf_counter() - start_time >= config.system.time_limit_s:
+                    code = 2
+                if stopper.signum:
+                    code = 3
+                if info.distributed:
+                    code = int(all_reduce(torch.tensor([code], device=device), op="max").item())
             if start_step < config.system.stop_at_step <= step:  # a step already passed stops nothing
-                code = 1
-            if config.system.time_limit_s and time.perf_counter() - start_time >= config.system.time_limit_s:
-                code = 2
-            if stopper.signum:
-                code = 3
-            if info.distributed:  # every rank must agree, or the collectives below would hang
-                code = int(all_reduce(torch.tensor([code], device=device), op="max").item())
+                code = max(code, 1)
             stop = STOP_REASONS[code]
             if (config.eval.every and step % config.eval.every == 0) or step == max_steps:
                 last_val = validate()

@@ -2,7 +2,7 @@
 
 The log (OUT_DIR/log.jsonl) has one JSON object per line, each with a "kind":
     "start"  the resolved config, model size, world size, git commit (one per invocation)
-    "train"  step, loss, learning rate, gradient norm, tokens, tokens/s, model TFLOP/s [, mfu]
+    "train"  step, loss, learning rate, gradient norm, tokens, tokens/s, ETA, model TFLOP/s [, mfu]
     "val"    step, validation loss, nats per token of the bound (diffusion) or exact NLL (ar),
              bits per byte when the shards record their byte count
     "stop"   why this invocation ended, and where its last checkpoint is
@@ -75,8 +75,10 @@ class Progress:
                 self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}",
                                      refresh=False)
         elif record is not None and self.is_main:
+            eta = int(record["eta_s"])
             print(f"step {step}: loss {record['loss']:.4f}  lr {record['lr']:.3g}  "
-                  f"{record['tokens_per_s']:,.0f} tok/s", file=sys.stderr, flush=True)
+                  f"{record['tokens_per_s']:,.0f} tok/s  eta {eta // 3600}:{eta % 3600 // 60:02d}:{eta % 60:02d}",
+                  file=sys.stderr, flush=True)
 
     def message(self, text: str) -> None:
         if not self.is_main:

@@ -40,7 +40,7 @@ class Validator:
             raise UnmaskError(f"{shards_dir}: the val split has {len(shards)} tokens, fewer than "
                               f"{info.world_size} window(s) of {window_len}")
         per_rank = total // info.world_size
-        self.indices = list(range(info.rank * per_rank, (info.rank + 1) * per_rank))
+        self.indices = list(range(info.rank * per_rank, (info.rank + 1) * per_rank))  # contiguous per rank
         self.windows = torch.stack([torch.from_numpy(shards.read(i * window_len, window_len)) for i in self.indices])
         self.num_windows = total
         self.tokens_per_byte = tokens_per_byte(shards, "val")
@@ -59,8 +59,9 @@ class Validator:
                 x = self.windows[start : start + batch_size].to(self.device)
                 if is_ar:
                     nats += ar_nll(model, x).sum().item()
-                else:
-                    draws = Draws(derive_seed(seed, 0, self.indices[start]), len(x), slice(None), self.device)
+                else:  # noise drawn for all N windows and sliced: the same whatever the ranks and batches
+                    first = self.indices[start]
+                    draws = Draws(derive_seed(seed, 0), self.num_windows, slice(first, first + len(x)), self.device)
                     loss_sum += objective.loss(model, x, draws).item() * len(x)
             per_pass = max(1, batch_size // bound_samples)  # windows x samples ~ one training batch
             for start in range(0, 0 if is_ar else len(self.indices), per_pass):
