@@ -6,10 +6,16 @@ import torch
 from unmask.errors import UnmaskError
 from unmask.sampling import DiffusionDecoder, Request, RowSettings, SamplerConfig, build_canvas, generate
 
-from sampling_helpers import random_lm
+from sampling_helpers import one_thread, random_lm
 
 MASK, EOS, PAD = 1, 0, 2
 PROMPTS = [[40, 41, 42], [50, 51, 52, 53, 54, 55, 56], [60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71]]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
 
 
 def ids(*seqs):
@@ -194,7 +200,9 @@ def test_infill_through_generate_fixed_and_variable_length():
     assert variable.infill_length in (2, 4)  # 8 exceeds max_new_tokens
     alone = [generate(model, None, [Request(prompt_ids=[40, 41, 42], suffix_ids=[90, 91],
                                             config=cfg.replace(infill_length=m))])[0] for m in (2, 4)]
-    assert variable.stats.forward_passes == sum(a.stats.forward_passes for a in alone)
+    # Each candidate costs what it costs alone, plus its junction-scoring pass.
+    assert variable.stats.forward_passes == sum(a.stats.forward_passes + 1 for a in alone)
+    assert variable.token_ids in [a.token_ids for a in alone]
 
 
 def test_autoregressive_infill_uses_the_fim_format_and_block_models_refuse():

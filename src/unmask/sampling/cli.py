@@ -1,14 +1,171 @@
-"""`unmask generate`: generate code with a diffusion or autoregressive model.
+"""`unmask generate`: generate code with a diffusion model or its autoregressive twin.
 
-Its options and work are built in issue #5; until then it says so and exits 2.
+    unmask generate 'def fibonacci(n):'                       # the bundled default model
+    unmask generate --model runs/x/final --prompt-file p.py --policy threshold --threshold 0.9 --stats
+    echo 'import os' | unmask generate --model DIR --watch    # prompt from stdin; watch the draft refine
+    unmask generate 'def f(x):\n    return ' --suffix '\n' --model DIR   # infill between prompt and suffix
+
+Sampler defaults come from the model folder's generation_config.json; flags override them.
+The generated text goes to stdout (after the prompt, unless --only-new); --stats writes the
+statistics to stderr; --json writes one JSON object instead.
 """
 
+from __future__ import annotations
+
 import argparse
+import json
+import sys
+from pathlib import Path
+
+POLICY_CHOICES = ("steps", "threshold", "entropy")
+CACHE_CHOICES = ("auto", "none", "prefix", "dual", "block", "kv")
 
 
 def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
-    from ..cli import not_built
+    p = subparsers.add_parser(name, help=help_text, description=help_text,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("prompt", nargs="?", default=None,
+                   help="the prompt; '-' or nothing (with a pipe) reads it from stdin")
+    p.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
+    p.add_argument("--model", default=None, help="checkpoint folder or bundled name (default: the bundled 'default')")
+    p.add_argument("--suffix", default=None, help="infill: the text after the gap (the prompt is the text before)")
+    p.add_argument("--suffix-file", type=Path, help="infill: read the suffix from this file")
+    s = p.add_argument_group("sampler (defaults: the model's generation_config.json, then these)")
+    s.add_argument("--policy", choices=POLICY_CHOICES, default=None, help="which masked positions a step reveals")
+    s.add_argument("--threshold", type=float, default=None, help="threshold policy: reveal confidence >= this, in (0, 1]")
+    s.add_argument("--entropy-bound", type=float, default=None, help="entropy policy: summed-entropy bound (nats)")
+    s.add_argument("--steps", type=int, default=None, help="steps policy: steps per block (default: one token per step)")
+    s.add_argument("--order", choices=("confidence", "random"), default=None, help="steps policy: reveal order")
+    s.add_argument("--block-size", "--block-length", dest="block_length", type=int, default=None,
+                   help="semi-autoregressive block length in tokens (0: the whole answer at once; default 32, or "
+                        "a block-diffusion model's own block size)")
+    s.add_argument("--cache", choices=CACHE_CHOICES, default=None, help="key/value cache (auto: the best for the model)")
+    s.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit in tokens")
+    s.add_argument("--temperature", type=float, default=None, help="0: greedy")
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    s.add_argument("--infill-length", type=int, default=None,
+                   help="infill: the middle's length in tokens (default: try several and keep the most likely)")
+    o = p.add_argument_group("output")
+    o.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    o.add_argument("--watch", action="store_true", help="draw the draft as it refines")
+    o.add_argument("--stats", action="store_true", help="print forward passes, tokens per forward and tokens/s to stderr")
+    o.add_argument("--only-new", action="store_true", help="print only the generated text, not the prompt")
+    o.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=run)
+    return p
 
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    not_built(parser, issue=5)
-    return parser
+
+def read_text(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(prompt, suffix) from the argument, a file or stdin; UnmaskError when there is none or it is empty."""
+    from ..errors import UnmaskError
+
+    if args.prompt is not None and args.prompt_file is not None:
+        raise UnmaskError("give the prompt either as an argument or with --prompt-file, not both")
+    if args.prompt_file is not None:
+        prompt = _read_file(args.prompt_file, "--prompt-file")
+    elif args.prompt is not None and args.prompt != "-":
+        prompt = args.prompt
+    elif args.prompt == "-" or not sys.stdin.isatty():
+        prompt = sys.stdin.read()
+    else:
+        raise UnmaskError("no prompt: give PROMPT, --prompt-file FILE, or pipe it on stdin")
+    if args.suffix is not None and args.suffix_file is not None:
+        raise UnmaskError("give the suffix either with --suffix or with --suffix-file, not both")
+    suffix = _read_file(args.suffix_file, "--suffix-file") if args.suffix_file is not None else args.suffix
+    if not prompt.strip() and suffix is None:
+        raise UnmaskError("the prompt is empty")
+    return prompt, suffix
+
+
+def _read_file(path: Path, flag: str) -> str:
+    from ..errors import UnmaskError
+
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UnmaskError(f"{flag} {path}: cannot read it ({e.__class__.__name__})") from None
+
+
+def sampler_config(args: argparse.Namespace, generation_config: dict):
+    from ..errors import UnmaskError
+    from .config import SamplerConfig
+
+    if args.threshold is not None and not 0 < args.threshold <= 1:
+        raise UnmaskError(f"--threshold must be in (0, 1], got {args.threshold}")
+    overrides = dict(policy=args.policy, threshold=args.threshold, entropy_bound=args.entropy_bound,
+                     steps_per_block=args.steps, order=args.order, cache=args.cache,
+                     max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                     top_k=args.top_k, seed=args.seed, stop=tuple(args.stop) if args.stop else None,
+                     infill_length=args.infill_length, block_length=args.block_length)
+    return SamplerConfig.from_generation_config(generation_config, **overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UnmaskError
+    from ..model import load_model
+    from .generate import Request, generate, stream
+
+    prompt, suffix = read_text(args)
+    lm = load_model(args.model, device=args.device)
+    if lm.tokenizer is None:
+        raise UnmaskError(f"{lm.path}: no tokenizer.json in the model folder")
+    config = sampler_config(args, lm.generation_config)
+    request = Request(prompt=prompt, suffix=suffix)
+    if args.watch:
+        view = _Watch(prompt if not args.only_new else "")
+        for event in stream(lm.model, lm.tokenizer, [request], config, drafts=True):
+            if event.draft is not None:
+                view.draw(event.draft, event.step)
+            if event.done:
+                result = event.result
+        view.clear()
+    else:
+        [result] = generate(lm.model, lm.tokenizer, [request], config)
+    if args.json:
+        print(json.dumps({"text": result.text, "finish_reason": result.finish_reason,
+                          "prompt_tokens": result.prompt_tokens, "infill_length": result.infill_length,
+                          "stats": result.stats.to_dict(), "config": _config_dict(config)}))
+    else:
+        head = "" if args.only_new else prompt
+        tail = "" if args.only_new or suffix is None else suffix
+        sys.stdout.write(head + result.text + tail + ("" if (head + result.text + tail).endswith("\n") else "\n"))
+    if args.stats:
+        st = result.stats
+        print(f"forward passes {st.forward_passes}, tokens {st.tokens}, {st.tokens_per_forward:.2f} tokens/forward, "
+              f"{st.wall_time_s:.3f} s, {st.tokens_per_s:.1f} tokens/s ({result.finish_reason})", file=sys.stderr)
+    return 0
+
+
+def _config_dict(config) -> dict:
+    import dataclasses
+
+    d = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+class _Watch:
+    """Redraws the prompt and the current draft in place on a terminal, or prints each draft otherwise."""
+
+    def __init__(self, prompt: str):
+        self.prompt = prompt
+        self.tty = sys.stderr.isatty()
+        self.lines = 0
+
+    def draw(self, draft: str, step: int) -> None:
+        text = f"{self.prompt}{draft}\n[step {step}]"
+        if self.tty:
+            if self.lines:
+                sys.stderr.write(f"\x1b[{self.lines}F\x1b[J")
+            sys.stderr.write(text + "\n")
+            self.lines = text.count("\n") + 1
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.tty and self.lines:
+            sys.stderr.write(f"\x1b[{self.lines}F\x1b[J")
+            sys.stderr.flush()

@@ -201,6 +201,28 @@ class DiffusionDecoder:
         if not index:
             self.finished = True
 
+    @torch.no_grad()
+    def junction_logprob(self, rows: list[int], num_tokens: int) -> list[float]:
+        """Mean log p of each row's first `num_tokens` suffix tokens, masked, given the rest of its canvas.
+
+        One forward pass over the given rows (no cache). An infilled middle that does not lead into its
+        suffix makes the suffix's first tokens unlikely, so this ranks candidate middles of different lengths.
+        """
+        c, shift = self.canvas, self.shift
+        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+        tokens = c.tokens[idx].clone()
+        target = torch.zeros_like(tokens, dtype=torch.bool)
+        for j, r in enumerate(rows):
+            layout = c.rows[r]
+            target[j, layout.answer_end:min(layout.end, layout.answer_end + num_tokens)] = True
+        inputs = tokens.masked_fill(target, self.model.config.mask_token_id)
+        logits = self.model(inputs, position_ids=c.positions[idx], attention_mask=c.valid[idx]).float()
+        if shift:
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)  # logit for column i comes from i - 1
+        logp = torch.log_softmax(logits, -1).gather(-1, tokens[..., None])[..., 0]
+        total = torch.where(target, logp, torch.zeros_like(logp)).sum(-1)
+        return (total / target.sum(-1).clamp(min=1)).tolist()
+
     def answer_ids(self, row: int, length: int | None = None) -> list[int]:
         """The row's answer tokens (masked ones included as the mask id), or its first `length`."""
         r = self.canvas.rows[row]

@@ -92,6 +92,7 @@ class _Outcome:
     revealed: int
     logprob: float
     wall: float
+    junction: float = 0.0  # infilling candidates: see infill.py
 
 
 class _Codec:
@@ -260,11 +261,15 @@ def _drive(model, codec: _Codec, rows: list[_Row], *, emit: bool, drafts: bool, 
             poll = decoder.poll()
         done = [b for b, d in enumerate(poll.done) if d or decoder.finished]
         counters = decoder.counters() if done else None
+        junction = _junctions(decoder, [b for b in done if rows[live[b]].candidate])
         now = time.perf_counter()
         for b, i in enumerate(live):
             row = rows[i]
             if b in done:
                 outcome = _outcome(decoder, codec, b, row, poll.committed[b], counters, now - start)
+                if b in junction:
+                    outcome.junction = junction[b]
+                    outcome.forwards += 1
                 final_text = finals[i].update(outcome.text, final=True) if emit else ""
                 yield _Update(row, outcome=outcome, final_text=final_text, step=decoder.num_steps)
             elif emit and not row.candidate:
@@ -277,6 +282,12 @@ def _drive(model, codec: _Codec, rows: list[_Row], *, emit: bool, drafts: bool, 
             decoder.select_rows(keep)
             live = [live[b] for b in keep]
             decoder.poll()
+
+
+def _junctions(decoder, rows: list[int]) -> dict[int, float]:
+    if not rows:
+        return {}
+    return dict(zip(rows, decoder.junction_logprob(rows, infill.JUNCTION_TOKENS)))
 
 
 def _final_ids(ids: list[int], row: _Row, codec: _Codec) -> list[int]:
@@ -307,8 +318,8 @@ def _outcome(decoder, codec: _Codec, b: int, row: _Row, committed: int, counters
 
 
 def _result(candidates: list[tuple[_Row, _Outcome]], prompt_tokens: int) -> Result:
-    """The request's result; for several infilling candidates, the best by mean log-probability."""
-    row, best = max(candidates, key=lambda ro: infill.candidate_score(ro[1].logprob, ro[1].revealed))
+    """The request's result; for several infilling candidates, the best by infill.candidate_score."""
+    row, best = max(candidates, key=lambda ro: infill.candidate_score(ro[1].logprob, ro[1].revealed, ro[1].junction))
     forwards = sum(o.forwards for _, o in candidates)
     wall = max(o.wall for _, o in candidates)
     stats = Stats(forwards, len(best.ids), wall)

@@ -7,9 +7,13 @@
   - Fixed length (`SamplerConfig.infill_length = m`): one row with m masks.
   - Unknown length (the default): one row per candidate length (`infill_candidates`, capped by
     max_new_tokens), all decoded together in one batch; end-of-text and padding tokens inside a
-    middle are dropped (so a model trained to pad surplus positions can also end early), and the
-    candidate whose revealed tokens have the highest mean log-probability wins. Its cost is the sum
-    over candidates, which the result's statistics report.
+    middle are dropped (so a model trained to pad surplus positions can also end early). Each finished
+    candidate is scored by the mean log-probability of its revealed tokens plus the mean
+    log-probability of the suffix's first JUNCTION_TOKENS tokens, masked and predicted from the
+    candidate's canvas (one extra forward pass): a middle of the wrong length does not lead into the
+    suffix. The best score wins. On the tests' motif task the junction term raises the rate of
+    consistent fills from 0.30 (middle alone) to 0.45, the rate with the true length given (same
+    model, 60 cases). The cost is the sum over candidates, which the result's statistics report.
 - Autoregressive models infill in the prefix-suffix-middle format they were trained on (issue #4):
   <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>, then the middle until end-of-text.
 - Block-diffusion models (block_causal attention) see no suffix and were not trained on the format,
@@ -39,6 +43,9 @@ def strip_fillers(ids: list[int], fillers: set[int]) -> list[int]:
     return [t for t in ids if t not in fillers]
 
 
-def candidate_score(logprob_sum: float, revealed: int) -> float:
-    """Mean log-probability of a candidate's revealed tokens (higher is better)."""
-    return logprob_sum / max(revealed, 1)
+JUNCTION_TOKENS = 4
+
+
+def candidate_score(logprob_sum: float, revealed: int, junction: float) -> float:
+    """Mean log-probability of a candidate's revealed tokens plus its junction score (higher is better)."""
+    return logprob_sum / max(revealed, 1) + junction
