@@ -250,9 +250,10 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
                     x = loader.next_batch().to(device, non_blocking=True)
                     draws = Draws(derive_seed(config.seed, step, micro), loader.global_batch, rows, device)
                     last_micro = micro == config.data.grad_accum - 1
-                    with _gradient_sync(wrapped, last_micro, sharded), autocast():
-                        loss = objective.loss(wrapped, x, draws) / config.data.grad_accum
-                    loss.backward()
+                    with _gradient_sync(wrapped, last_micro, sharded):
+                        with autocast():  # the forward only: backward runs in the forward's dtypes
+                            loss = objective.loss(wrapped, x, draws) / config.data.grad_accum
+                        loss.backward()
                     loss_sum += loss.detach()
                 clip = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
