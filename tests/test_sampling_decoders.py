@@ -231,3 +231,46 @@ def test_long_prompt_clamps_the_answer_to_the_context():
     model = random_lm()
     r = generate(model, None, ids([40] * 90), SamplerConfig(max_new_tokens=50))[0]
     assert len(r.token_ids) == 6
+
+
+def run_to_end(dec, merge_after: int | None = None, newcomer=None):
+    """Step a decoder to the end; after `merge_after` steps, admit `newcomer` at the next chance."""
+    steps = 0
+    while not dec.finished:
+        boundary = getattr(dec, "at_block_boundary", True)
+        if newcomer is not None and steps >= merge_after and boundary:
+            dec.merge(newcomer)
+            newcomer = None
+        dec.step()
+        dec.poll()
+        steps += 1
+    assert newcomer is None, "the batch ended before the newcomer could join"
+    return [dec.answer_ids(b) for b in range(dec.batch_size)]
+
+
+@pytest.mark.parametrize("attention, cache", [
+    ("bidirectional", "none"), ("bidirectional", "dual"), ("bidirectional", "prefix"), ("block_causal", "block"),
+])
+def test_rows_admitted_at_a_block_boundary_decode_as_alone(attention, cache):
+    model = random_lm(attention=attention, block_size=4 if attention == "block_causal" else None, shift_logits=True)
+    first, later = (PROMPTS[0], PROMPTS[2]), (PROMPTS[1], [80, 81, 82, 83, 84])
+    kw = dict(policy="threshold", threshold=0.1)
+    running = decoder(model, cache, prompts=list(first), answers=(14, 10), **kw)
+    newcomer = decoder(model, cache, prompts=list(later), answers=(9, 6), **kw)
+    merged = run_to_end(running, merge_after=3, newcomer=newcomer)
+    alone = [run_to_end(decoder(model, cache, prompts=[p], answers=(m,), **kw))[0]
+             for p, m in zip(first + later, (14, 10, 9, 6))]
+    assert merged == alone
+
+
+def test_rows_admitted_into_an_autoregressive_batch_decode_as_alone():
+    from unmask.sampling import ARDecoder
+
+    model = random_lm(attention="causal", shift_logits=True)
+    settings = lambda n: RowSettings.from_configs([SamplerConfig()] * n, 1, "cpu")  # noqa: E731
+    make = lambda ps, ms: ARDecoder(model, ps, ms, settings(len(ps)), eos_id=None, pad_id=PAD)  # noqa: E731
+    merged = run_to_end(make([PROMPTS[0], PROMPTS[2]], [12, 7]), merge_after=3,
+                        newcomer=make([PROMPTS[1], [80, 81]], [9, 15]))
+    alone = [run_to_end(make([p], [m]))[0] for p, m in zip([PROMPTS[0], PROMPTS[2], PROMPTS[1], [80, 81]],
+                                                              [12, 7, 9, 15])]
+    assert merged == alone

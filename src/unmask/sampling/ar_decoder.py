@@ -29,23 +29,26 @@ class ARDecoder:
                  device: torch.device | str = "cpu"):
         assert cache in ("kv", "none")
         assert model.config.attention == "causal"
-        self.model, self.settings, self.cache_mode, self.eos_id = model, settings, cache, eos_id
+        self.model, self.settings, self.cache_mode = model, settings, cache
+        self.eos_id, self.pad_id = eos_id, pad_id
         self.device = torch.device(device)
         B = len(prompts)
-        self.prompt_width = P = max(len(p) for p in prompts)
-        A = max(max_new_tokens)
-        self.offsets = [P - len(p) for p in prompts]
-        tokens = torch.full((B, P + A), pad_id, dtype=torch.long)
-        valid = torch.zeros(B, P + A, dtype=torch.bool)
-        positions = torch.zeros(B, P + A, dtype=torch.long)
+        P = max(len(p) for p in prompts)
+        width = P + max(max_new_tokens)
+        self.offsets = [P - len(p) for p in prompts]  # left padding per row
+        tokens = torch.full((B, width), pad_id, dtype=torch.long)
+        valid = torch.zeros(B, width, dtype=torch.bool)
+        positions = torch.zeros(B, width, dtype=torch.long)
         for i, p in enumerate(prompts):
             tokens[i, P - len(p):P] = torch.tensor(p, dtype=torch.long)
             valid[i, P - len(p):] = True
-            positions[i, P - len(p):] = torch.arange(len(p) + A)
+            positions[i, P - len(p):] = torch.arange(width - P + len(p))
         self.tokens, self.valid, self.positions = tokens.to(device), valid.to(device), positions.to(device)
+        self.answer_start = [P] * B  # the column of each row's first generated token
         self.max_new = torch.tensor(max_new_tokens, dtype=torch.long, device=device)
-        self.kv = KVCache.for_model(model, B, P + A) if cache == "kv" else None
-        self.length = 0  # generated columns so far (host)
+        self.kv = KVCache.for_model(model, B, width) if cache == "kv" else None
+        self.next_column = P  # the column the next step fills (the same for every row)
+        self.fed_until = 0  # kv cache: columns [0, fed_until) have their keys in the cache
         self.done = torch.zeros(B, dtype=torch.bool, device=device)
         self.generated = torch.zeros(B, dtype=torch.long, device=device)  # answer tokens, end-of-text excluded
         self.forwards = torch.zeros(B, dtype=torch.long, device=device)
@@ -58,16 +61,16 @@ class ARDecoder:
     def batch_size(self) -> int:
         return self.tokens.shape[0]
 
+    @property
+    def width(self) -> int:
+        return self.tokens.shape[1]
+
     @torch.no_grad()
     def step(self) -> None:
         """Predict and append the next token of every row that is not done."""
         assert not self.finished
-        P, t = self.prompt_width, self.length
-        column = P + t  # the column this step fills
-        if self.cache_mode == "none":
-            a = 0
-        else:
-            a = 0 if t == 0 else column - 1
+        column = self.next_column
+        a = self.fed_until if self.cache_mode == "kv" else 0
         logits = self.model(self.tokens[:, a:column], position_ids=self.positions[:, a:column],
                             attention_mask=self.valid[:, a:column], cache=self.kv, cache_start=a,
                             logits_slice=slice(-1, None))
@@ -80,7 +83,8 @@ class ARDecoder:
         ended = active & (token == self.eos_id) if self.eos_id is not None else torch.zeros_like(active)
         self.generated += active & ~ended
         self.done |= ended | (self.generated >= self.max_new)
-        self.length += 1
+        self.fed_until = column
+        self.next_column += 1
         self.num_steps += 1
 
     def _gumbel(self, column: int, vocab: int) -> torch.Tensor | None:
@@ -97,7 +101,7 @@ class ARDecoder:
         host = torch.cat([self.done.long(), self.generated]).tolist()
         B = self.batch_size
         done = [bool(d) for d in host[:B]]
-        if all(done) or self.prompt_width + self.length >= self.tokens.shape[1]:
+        if all(done) or self.next_column >= self.width:
             self.finished = True
         return Poll(done, host[B:])
 
@@ -110,16 +114,53 @@ class ARDecoder:
         for name in ("tokens", "valid", "positions", "max_new", "done", "generated", "forwards", "logprob"):
             setattr(self, name, getattr(self, name)[idx])
         self.offsets = [self.offsets[i] for i in index]
+        self.answer_start = [self.answer_start[i] for i in index]
         self.settings = self.settings.select_rows(index)
         if self.kv is not None:
             self.kv.select_rows(idx)
         if not index:
             self.finished = True
 
+    def merge(self, other: "ARDecoder") -> None:
+        """Admit `other`'s rows (a new batch for the same model and cache) between two steps.
+
+        Columns are padded so that both batches fill the same column next; the next step then recomputes
+        the keys of every row from column 0 (one prefill-sized pass), after which each row decodes exactly
+        as it would alone.
+        """
+        assert not self.finished and not other.finished
+        assert self.model is other.model and self.cache_mode == other.cache_mode and self.eos_id == other.eos_id
+        left_self = max(0, other.next_column - self.next_column)
+        left_other = max(0, self.next_column - other.next_column)
+        width = max(self.width + left_self, other.width + left_other)
+        parts = [self._padded(left_self, width), other._padded(left_other, width)]
+        for i, name in enumerate(("tokens", "valid", "positions")):
+            setattr(self, name, torch.cat([p[i] for p in parts]))
+        for name in ("max_new", "done", "generated", "forwards", "logprob"):
+            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
+        self.offsets = [o + left_self for o in self.offsets] + [o + left_other for o in other.offsets]
+        self.answer_start = ([c + left_self for c in self.answer_start]
+                             + [c + left_other for c in other.answer_start])
+        self.settings = RowSettings.concat([self.settings, other.settings])
+        self.next_column += left_self
+        self.fed_until = 0
+        if self.kv is not None:
+            self.kv = KVCache.for_model(self.model, self.batch_size, width)
+
+    def _padded(self, left: int, width: int) -> tuple[torch.Tensor, ...]:
+        B = self.batch_size
+        right = width - self.width - left
+
+        def pad(t: torch.Tensor, value) -> torch.Tensor:
+            return torch.cat([t.new_full((B, left), value), t, t.new_full((B, right), value)], dim=1)
+
+        return pad(self.tokens, self.pad_id), pad(self.valid, False), pad(self.positions, 0)
+
     def answer_ids(self, row: int, length: int | None = None) -> list[int]:
         """The row's generated tokens (end-of-text excluded), or its first `length`."""
         n = int(self.generated[row]) if length is None else length
-        return self.tokens[row, self.prompt_width:self.prompt_width + n].tolist()
+        start = self.answer_start[row]
+        return self.tokens[row, start:start + n].tolist()
 
     def draft_ids(self, row: int) -> tuple[list[int], list[bool]]:
         ids = self.answer_ids(row)

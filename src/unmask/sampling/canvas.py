@@ -55,6 +55,7 @@ class Canvas:
     grid_start: int
     grid_end: int
     block_length: int
+    pad_id: int
 
     @property
     def width(self) -> int:
@@ -64,10 +65,34 @@ class Canvas:
         edges = list(range(self.grid_start, self.grid_end, self.block_length))
         return [(s, min(s + self.block_length, self.grid_end)) for s in edges]
 
+    def padded(self, left: int, width: int) -> "Canvas":
+        """This canvas with `left` padding columns prepended and right padding up to `width` columns."""
+        B, W = self.tokens.shape
+        right = width - W - left
+        assert left >= 0 and right >= 0
+
+        def pad(t: torch.Tensor, value) -> torch.Tensor:
+            return torch.cat([t.new_full((B, left), value), t, t.new_full((B, right), value)], dim=1)
+
+        rows = [RowLayout(r.offset + left, r.prompt_len, r.answer_len, r.suffix_len) for r in self.rows]
+        return Canvas(pad(self.tokens, self.pad_id), pad(self.valid, False), pad(self.positions, 0),
+                      pad(self.answer, False), pad(self.masked, False), rows, self.grid_start + left,
+                      self.grid_end + left, self.block_length, self.pad_id)
+
+    @staticmethod
+    def concat(parts: list["Canvas"], grid_start: int) -> "Canvas":
+        """Rows of canvases of one width whose block grids coincide from `grid_start` on."""
+        assert len({p.width for p in parts}) == 1 and len({p.block_length for p in parts}) == 1
+        assert all((grid_start - p.grid_start) % p.block_length == 0 for p in parts)
+        names = ["tokens", "valid", "positions", "answer", "masked"]
+        return Canvas(*[torch.cat([getattr(p, n) for p in parts]) for n in names],
+                      [r for p in parts for r in p.rows], grid_start, max(p.grid_end for p in parts),
+                      parts[0].block_length, parts[0].pad_id)
+
     def select_rows(self, index: list[int]) -> "Canvas":
         idx = torch.tensor(index, dtype=torch.long, device=self.tokens.device)
         return Canvas(self.tokens[idx], self.valid[idx], self.positions[idx], self.answer[idx], self.masked[idx],
-                      [self.rows[i] for i in index], self.grid_start, self.grid_end, self.block_length)
+                      [self.rows[i] for i in index], self.grid_start, self.grid_end, self.block_length, self.pad_id)
 
 
 def build_canvas(prompts: list[list[int]], answer_lengths: list[int], suffixes: list[list[int]] | None = None, *,
@@ -104,4 +129,4 @@ def build_canvas(prompts: list[list[int]], answer_lengths: list[int], suffixes: 
         answer[i, r.answer_start:r.answer_end] = True
         positions[i, r.offset:r.end] = torch.arange(r.end - r.offset)
     return Canvas(tokens.to(device), valid.to(device), positions.to(device), answer.to(device),
-                  answer.clone().to(device), rows, g, grid_end, block_length)
+                  answer.clone().to(device), rows, g, grid_end, block_length, pad_id)

@@ -107,18 +107,26 @@ class DiffusionDecoder:
         self.num_steps += 1
 
     def block_logits(self, s: int, e: int) -> torch.Tensor:
-        """Logits [B, e - s, V] predicting the block's columns, with as little fed as the cache allows."""
+        """Logits [B, e - s, V] predicting the block's columns, with as little fed as the cache allows.
+
+        For the exact block cache this also commits the finished block before s (see the module docstring).
+        """
         c, W, shift = self.canvas, self.canvas.width, self.shift
+        lo = s - shift  # the first column whose logits are needed
         if self.cache_mode == "none":
             a, b = 0, W
         elif self.cache_mode in ("prefix", "dual"):
             refresh = self.step_in_block == 0 or (self.refresh_every and self.step_in_block % self.refresh_every == 0)
-            a = 0 if refresh else s - shift
+            a = 0 if refresh else lo
             b = e if (self.cache_mode == "dual" and not refresh) else W
         else:
-            a, b = min(self.committed_until, s - shift), e
+            a, b = min(self.committed_until, lo), e
+        a = max(a, 0)
         logits = self.model(c.tokens[:, a:b], position_ids=c.positions[:, a:b], attention_mask=c.valid[:, a:b],
-                            cache=self.kv, cache_start=a, logits_slice=slice(s - shift - a, e - shift - a))
+                            cache=self.kv, cache_start=a, logits_slice=slice(max(lo, 0) - a, e - shift - a))
+        if lo < 0:
+            # Column 0 is a prompt token (prompts are never empty), so no prediction for it is ever used.
+            logits = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
         if self.cache_mode == "block":
             self.committed_until = max(self.committed_until, s)
         return logits
@@ -200,6 +208,41 @@ class DiffusionDecoder:
         self.any_eos_fill = self.eos_id is not None and bool(self.eos_fill.any())
         if not index:
             self.finished = True
+
+    @property
+    def at_block_boundary(self) -> bool:
+        """True between blocks (and before the first step): the moment new rows may join (merge)."""
+        return self.step_in_block == 0
+
+    def merge(self, other: "DiffusionDecoder") -> None:
+        """Admit `other`'s rows (a new batch, built for the same model and batch-level settings) at a block boundary.
+
+        Columns are padded so that both batches' current blocks start at the same column; block grids then
+        coincide, since both use the same block length. The cache is rebuilt by the next step, which feeds the
+        whole canvas (a refresh, which prefix and dual caches do at every block start anyway; for the exact
+        block cache, one recomputation of the finished blocks). Each row then decodes exactly as it would alone.
+        """
+        assert self.at_block_boundary and other.at_block_boundary and not self.finished and not other.finished
+        assert (self.model is other.model and self.cache_mode == other.cache_mode
+                and self.refresh_every == other.refresh_every and self.eos_id == other.eos_id
+                and self.canvas.block_length == other.canvas.block_length)
+        s_self, s_other = self.blocks[self.block_index][0], other.blocks[other.block_index][0]
+        left_self, left_other = max(0, s_other - s_self), max(0, s_self - s_other)
+        width = max(self.canvas.width + left_self, other.canvas.width + left_other)
+        self.canvas = Canvas.concat([self.canvas.padded(left_self, width), other.canvas.padded(left_other, width)],
+                                    grid_start=s_self + left_self)
+        self.settings = RowSettings.concat([self.settings, other.settings])
+        for name in ("eos_fill", "done", "forwards", "revealed", "logprob", "initial_masked"):
+            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
+        self.answer_start = torch.tensor([r.answer_start for r in self.canvas.rows], device=self.device)
+        self.answer_end = torch.tensor([r.answer_end for r in self.canvas.rows], device=self.device)
+        self.columns = torch.arange(width, device=self.device)
+        self.any_eos_fill = self.any_eos_fill or other.any_eos_fill
+        if self.kv is not None:
+            self.kv = KVCache.for_model(self.model, self.batch_size, width)
+        self.committed_until = 0
+        self.blocks = self.canvas.blocks()
+        self.block_index = 0
 
     @torch.no_grad()
     def junction_logprob(self, rows: list[int], num_tokens: int) -> list[float]:
