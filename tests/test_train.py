@@ -111,6 +111,13 @@ def test_cli_reports_a_bad_key_on_one_line(capsys):
 def test_shard_vocabulary_must_match_the_model(tmp_path, shards):
     with pytest.raises(ConfigError, match=f"model.vocab_size 300 does not match the shards' vocabulary {VOCAB_SIZE}"):
         train(config_for(tmp_path / "run", shards, "model.vocab_size=300", "optim.max_steps=1"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_tokenizer_is_named(tmp_path, shards):
+    with pytest.raises(ConfigError, match="data.tokenizer .*: no tokenizer.json there"):
+        train(config_for(tmp_path / "run", shards, f"data.tokenizer={tmp_path / 'nothing'}", "optim.max_steps=1"))
+    assert not (tmp_path / "run").exists()  # nothing written by a run that fails its checks
 
 
 def test_resume_from_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
@@ -171,8 +178,15 @@ def test_each_objective_learns_real_code(tmp_path, shards, objective, extra):
 
 
 def test_checkpoints_keep_the_newest_and_load(tmp_path, shards):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    (tmp_path / "tok").mkdir()
+    Tokenizer(WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(tmp_path / "tok" / "tokenizer.json"))
     out = tmp_path / "run"
-    train(config_for(out, shards, "optim.max_steps=6", "checkpoint.every=2", "checkpoint.keep=2", "eval.every=3"))
+    train(config_for(out, shards, "optim.max_steps=6", "checkpoint.every=2", "checkpoint.keep=2", "eval.every=3",
+                     f"data.tokenizer={tmp_path / 'tok'}"))
+    assert (out / "model" / "tokenizer.json").read_bytes() == (tmp_path / "tok" / "tokenizer.json").read_bytes()
     assert [step for step, _ in list_checkpoints(out / "checkpoints")] == [4, 6]
     assert not list((out / "checkpoints").glob(".*"))
     assert [r["step"] for r in read_log(out / "log.jsonl", "val")] == [3, 6]

@@ -147,6 +147,7 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
     device = info.device
     out_dir = Path(config.out_dir)
     shards = TokenShards(config.data.shards, "train")
+    tokenizer = _tokenizer_path(config)
 
     # Where the weights and the history come from: a checkpoint of this run, another model, or nothing.
     init_dir, init_state, init_fields = None, {}, None
@@ -211,7 +212,6 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
                "device": str(device), "tokens_per_step": tokens_per_step, "flops_per_token": flops_per_token,
                "git_commit": commit, "config": config.to_dict()})
     autocast = _autocast(config, device)
-    tokenizer = _tokenizer_path(config)
     rows = slice(info.rank * config.data.batch_size, (info.rank + 1) * config.data.batch_size)
 
     def trainer_state() -> dict:
