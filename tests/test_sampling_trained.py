@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from unmask.sampling import Request, SamplerConfig, generate, stream
+from unmask.sampling import BatchRunner, Request, SamplerConfig, generate, stream
 from unmask.sampling.streaming import MASK_PLACEHOLDER
 
 from sampling_helpers import LETTERS, PERIOD, byte_tokenizer, one_thread, train_tiny
@@ -108,3 +108,35 @@ def test_infill_returns_only_the_middle_and_keeps_the_sides(diffusion, tok):
     assert variable.infill_length in (2, 3, 6)
     joined = prefix + variable.text + suffix
     assert joined.startswith(prefix) and joined.endswith(suffix)
+
+
+@pytest.mark.parametrize("which", ["diffusion", "twin"])
+def test_runner_admits_and_cancels_requests_mid_run(which, request, tok):
+    model = request.getfixturevalue(which)
+    cfg = SamplerConfig(max_new_tokens=16, block_length=8, threshold=0.9)
+    prompts, _ = motif_prompts(3, seed=2)
+    late = Request(prompts[2], config=cfg.replace(stop=(prompts[2][1:3],), max_new_tokens=12))  # in its motif
+    runner = BatchRunner(model, tok, emit=True)
+    runner.admit(runner.plan("a", Request(prompts[0]), cfg) + runner.plan("b", Request(prompts[1]), cfg))
+    outcomes, streamed = {}, {"b": "", "c": ""}
+
+    def collect(updates):
+        for u in updates:
+            assert u.row.request != "a" or not cancelled
+            if u.outcome is not None:
+                outcomes[u.row.request] = u.outcome
+            if u.row.request in streamed:
+                streamed[u.row.request] += u.event.text if u.event else u.final_text
+
+    cancelled = False
+    collect(runner.step())
+    runner.admit(runner.plan("c", late, late.config))  # joins at the next block boundary
+    runner.cancel("a")
+    cancelled = True
+    while runner.busy:
+        collect(runner.step())
+    assert set(outcomes) == {"b", "c"}
+    alone = generate(model, tok, [Request(prompts[1]), late], cfg)
+    assert [outcomes["b"].text, outcomes["c"].text] == [r.text for r in alone]
+    assert [streamed["b"], streamed["c"]] == [r.text for r in alone]
+    assert outcomes["c"].finish_reason == "stop"

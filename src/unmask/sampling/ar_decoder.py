@@ -62,6 +62,11 @@ class ARDecoder:
         return self.tokens.shape[0]
 
     @property
+    def at_block_boundary(self) -> bool:
+        """An autoregressive batch may admit new rows between any two steps."""
+        return True
+
+    @property
     def width(self) -> int:
         return self.tokens.shape[1]
 

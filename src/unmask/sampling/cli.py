@@ -32,14 +32,17 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--suffix-file", type=Path, help="infill: read the suffix from this file")
     s = p.add_argument_group("sampler (defaults: the model's generation_config.json, then these)")
     s.add_argument("--policy", choices=POLICY_CHOICES, default=None, help="which masked positions a step reveals")
-    s.add_argument("--threshold", type=float, default=None, help="threshold policy: reveal confidence >= this, in (0, 1]")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="threshold policy: reveal confidence >= this, in (0, 1]")
     s.add_argument("--entropy-bound", type=float, default=None, help="entropy policy: summed-entropy bound (nats)")
-    s.add_argument("--steps", type=int, default=None, help="steps policy: steps per block (default: one token per step)")
+    s.add_argument("--steps", type=int, default=None,
+                   help="steps policy: steps per block (default: one token per step)")
     s.add_argument("--order", choices=("confidence", "random"), default=None, help="steps policy: reveal order")
     s.add_argument("--block-size", "--block-length", dest="block_length", type=int, default=None,
                    help="semi-autoregressive block length in tokens (0: the whole answer at once; default 32, or "
                         "a block-diffusion model's own block size)")
-    s.add_argument("--cache", choices=CACHE_CHOICES, default=None, help="key/value cache (auto: the best for the model)")
+    s.add_argument("--cache", choices=CACHE_CHOICES, default=None,
+                   help="key/value cache (auto: the best for the model)")
     s.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit in tokens")
     s.add_argument("--temperature", type=float, default=None, help="0: greedy")
     s.add_argument("--top-p", type=float, default=None)
@@ -51,7 +54,8 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     o.add_argument("--watch", action="store_true", help="draw the draft as it refines")
-    o.add_argument("--stats", action="store_true", help="print forward passes, tokens per forward and tokens/s to stderr")
+    o.add_argument("--stats", action="store_true",
+                   help="print forward passes, tokens per forward and tokens/s to stderr")
     o.add_argument("--only-new", action="store_true", help="print only the generated text, not the prompt")
     o.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)

@@ -116,7 +116,8 @@ class SamplerConfig:
         for key, value in (generation_config or {}).items():
             key = aliases.get(key, key)
             if key in names and value is not None:
-                values[key] = tuple(value) if key in ("stop", "infill_candidates") and isinstance(value, list) else value
+                listed = key in ("stop", "infill_candidates") and isinstance(value, list)
+                values[key] = tuple(value) if listed else value
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -98,7 +98,8 @@ class DiffusionDecoder:
         if self.step_in_block == 0:
             self.initial_masked = candidates.sum(-1)
         logits = self.block_logits(s, e)
-        tokens, confidence, entropy = policies.sample_tokens(logits, self.settings, self._gumbel(s, e, logits.shape[-1]))
+        noise = self._gumbel(s, e, logits.shape[-1])
+        tokens, confidence, entropy = policies.sample_tokens(logits, self.settings, noise)
         reveal = policies.select_reveals(self.settings, confidence, entropy, candidates, self.initial_masked,
                                          self.step_in_block, self._random_scores(s, e))
         self._apply(s, e, reveal, tokens, confidence)
