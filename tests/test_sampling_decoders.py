@@ -274,3 +274,18 @@ def test_rows_admitted_into_an_autoregressive_batch_decode_as_alone():
     alone = [run_to_end(make([p], [m]))[0] for p, m in zip([PROMPTS[0], PROMPTS[2], PROMPTS[1], [80, 81]],
                                                               [12, 7, 9, 15])]
     assert merged == alone
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("attention, cache", [("bidirectional", "dual"), ("block_causal", "block"), ("causal", "kv")])
+def test_on_cuda_outputs_are_batch_invariant_and_seeded(attention, cache):
+    model = random_lm(attention=attention, block_size=4 if attention == "block_causal" else None,
+                      shift_logits=attention == "causal").cuda()
+    cfg = SamplerConfig(cache=cache, max_new_tokens=10, threshold=0.1,
+                        block_length=None if attention == "block_causal" else 4)
+    requests = [Request(prompt_ids=p, config=cfg.replace(temperature=t, seed=i))
+                for i, (p, t) in enumerate(zip(PROMPTS, (0.0, 1.0, 0.7)))]
+    together = generate(model, None, requests)
+    alone = [generate(model, None, [r])[0] for r in requests]
+    assert [r.token_ids for r in together] == [r.token_ids for r in alone]

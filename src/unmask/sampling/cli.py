@@ -22,8 +22,7 @@ CACHE_CHOICES = ("auto", "none", "prefix", "dual", "block", "kv")
 
 
 def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help=help_text, description=help_text,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = subparsers.add_parser(name, help=help_text, description=help_text)
     p.add_argument("prompt", nargs="?", default=None,
                    help="the prompt; '-' or nothing (with a pipe) reads it from stdin")
     p.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
@@ -38,21 +37,21 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None,
                    help="steps policy: steps per block (default: one token per step)")
     s.add_argument("--order", choices=("confidence", "random"), default=None, help="steps policy: reveal order")
-    s.add_argument("--block-size", "--block-length", dest="block_length", type=int, default=None,
+    s.add_argument("--block-size", "--block-length", dest="block_length", type=int, default=None, metavar="N",
                    help="semi-autoregressive block length in tokens (0: the whole answer at once; default 32, or "
                         "a block-diffusion model's own block size)")
     s.add_argument("--cache", choices=CACHE_CHOICES, default=None,
                    help="key/value cache (auto: the best for the model)")
     s.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit in tokens")
     s.add_argument("--temperature", type=float, default=None, help="0: greedy")
-    s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--top-p", type=float, default=None, help="nucleus sampling: keep this much probability mass")
+    s.add_argument("--top-k", type=int, default=None, help="keep only the k most likely tokens (0: all)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
     s.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     s.add_argument("--infill-length", type=int, default=None,
                    help="infill: the middle's length in tokens (default: try several and keep the most likely)")
     o = p.add_argument_group("output")
-    o.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    o.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     o.add_argument("--watch", action="store_true", help="draw the draft as it refines")
     o.add_argument("--stats", action="store_true",
                    help="print forward passes, tokens per forward and tokens/s to stderr")

@@ -40,7 +40,7 @@ CACHES_FOR_ATTENTION = {
 AUTO_CACHE = {"bidirectional": "dual", "block_causal": "block", "causal": "kv"}
 BATCH_FIELDS = ("block_length", "cache", "refresh_every")
 DEFAULT_BLOCK_LENGTH = 32
-DEFAULT_INFILL_CANDIDATES = (4, 8, 12, 16, 24, 32, 48, 64)
+DEFAULT_INFILL_CANDIDATES = (1, 2, 3, 4, 6, 8, 11, 16, 23, 32, 45, 64)  # about sqrt(2) apart
 
 
 @dataclass

@@ -10,6 +10,8 @@ cache and counters. An engine drives it:
         dec.step()            # one forward pass and the reveals it allows, on the device (no host sync)
         status = dec.poll()   # one host sync: which rows are done, how much of each answer is final
         ...                   # stop strings, streaming, cancellation (finish_rows, select_rows)
+        if dec.at_block_boundary:
+            dec.merge(new_dec)    # admit a new batch's rows
 
 Blocks are decoded in order; the batch moves to the next block once no row has a masked position
 left in this one (rows that are done are skipped). What a step feeds to the model depends on the

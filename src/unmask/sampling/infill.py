@@ -11,9 +11,11 @@
     candidate is scored by the mean log-probability of its revealed tokens plus the mean
     log-probability of the suffix's first JUNCTION_TOKENS tokens, masked and predicted from the
     candidate's canvas (one extra forward pass): a middle of the wrong length does not lead into the
-    suffix. The best score wins. On the tests' motif task the junction term raises the rate of
-    consistent fills from 0.30 (middle alone) to 0.45, the rate with the true length given (same
-    model, 60 cases). The cost is the sum over candidates, which the result's statistics report.
+    suffix. The best score wins. Measured on the tests' motif task (60 gaps of 1-8 tokens, the tiny
+    trained model): fills consistent with the pattern 0.45 with the length unknown (default
+    candidates), as with the true length given (0.45); the middle's log-probability alone picks 0.30.
+    That took 26 forward passes per gap instead of 1.8 (about 5x the wall time, in one batch); the
+    result's statistics report the sum over candidates.
 - Autoregressive models infill in the prefix-suffix-middle format they were trained on (issue #4):
   <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>, then the middle until end-of-text.
 - Block-diffusion models (block_causal attention) see no suffix and were not trained on the format,
