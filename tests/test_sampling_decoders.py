@@ -92,8 +92,9 @@ def test_greedy_output_does_not_depend_on_the_batch(attention, cache):
     together = generate(model, None, requests)
     alone = [generate(model, None, [r])[0] for r in requests]
     reordered = generate(model, None, requests[::-1])[::-1]
-    for t, a, r, c in zip(together, alone, reordered, configs):
-        assert t.token_ids == a.token_ids == r.token_ids
+    in_pairs = generate(model, None, requests, max_batch_size=2)
+    for t, a, r, p, c in zip(together, alone, reordered, in_pairs, configs):
+        assert t.token_ids == a.token_ids == r.token_ids == p.token_ids
         assert len(t.token_ids) <= c.max_new_tokens
         assert t.stats.forward_passes == a.stats.forward_passes
 

@@ -14,6 +14,7 @@ handles stop strings, streaming events, per-request statistics and lets finished
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -39,7 +40,7 @@ class Request:
 class Stats:
     forward_passes: int  # passes in which this request had a position to decide
     tokens: int  # tokens of the returned answer
-    wall_time_s: float  # from the start of its batch to its completion
+    wall_time_s: float  # from joining its batch to its completion
 
     @property
     def tokens_per_forward(self) -> float:
@@ -67,7 +68,11 @@ class Result:
 
 def generate(model: torch.nn.Module, tokenizer: Any, requests, config: SamplerConfig | None = None, *,
              max_batch_size: int | None = None) -> list[Result]:
-    """Generate an answer for every request (a string, a Request, or a list of them); results in order."""
+    """Generate an answer for every request (a string, a Request, or a list of them); results in order.
+
+    max_batch_size: decode at most this many rows at once (an infilling request of unknown length takes
+    one row per candidate length); the others wait and join as rows finish.
+    """
     results: dict[int, Result] = {}
     for event in _events(model, tokenizer, requests, config, max_batch_size, emit=False, drafts=False):
         results[event.index] = event.result
@@ -96,9 +101,14 @@ def _events(model, tokenizer, requests, config, max_batch_size, *, emit: bool, d
     for row in rows:
         wanted[row.request] = wanted.get(row.request, 0) + 1
     finished: dict[int, list[tuple[Row, Outcome]]] = {}
-    for batch in _batches(rows, max_batch_size):
-        runner.admit(batch)
-        while runner.busy:
+    for group in _groups(rows):
+        # Keep up to max_batch_size rows decoding: queued rows join as others finish.
+        queue = deque(group)
+        limit = max_batch_size or len(group)
+        while queue or runner.busy:
+            room = limit - runner.size
+            if room > 0 and queue:
+                runner.admit([queue.popleft() for _ in range(min(room, len(queue)))])
             for update in runner.step():
                 row = update.row
                 if update.outcome is None:
@@ -120,12 +130,12 @@ def _as_requests(requests) -> list[Request]:
     return out
 
 
-def _batches(rows: list[Row], max_batch_size: int | None) -> list[list[Row]]:
+def _groups(rows: list[Row]) -> list[list[Row]]:
+    """Rows grouped by their batch-level settings (each group runs as its own batch)."""
     groups: dict[tuple, list[Row]] = {}
     for row in rows:
         groups.setdefault(row.config.batch_key(), []).append(row)
-    size = max_batch_size or len(rows)
-    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+    return list(groups.values())
 
 
 def _result(candidates: list[tuple[Row, Outcome]], prompt_tokens: int) -> Result:

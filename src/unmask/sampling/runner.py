@@ -167,6 +167,11 @@ class BatchRunner:
         return plan_rows(self.model, self.codec, request_id, request, config)
 
     @property
+    def size(self) -> int:
+        """Rows decoding or waiting to join."""
+        return len(self.live) + len(self.pending)
+
+    @property
     def busy(self) -> bool:
         return bool(self.pending) or (self.decoder is not None and not self.decoder.finished)
 
@@ -227,7 +232,9 @@ class BatchRunner:
                 if delta or self.drafts:
                     updates.append(Update(lv.row, Event(lv.row.request, dec.num_steps, delta, draft),
                                           step=dec.num_steps))
-        if done and not dec.finished:
+        if dec.finished:
+            self.live = []  # every row was reported done above
+        elif done:
             self._keep([b for b in range(len(self.live)) if b not in done])
         return updates
 
