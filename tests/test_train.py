@@ -276,3 +276,22 @@ def test_init_from_keeps_shapes(tmp_path, shards):
     with pytest.raises(ConfigError, match="model.hidden_size 32 differs from init_from's 64"):
         train(config_for(tmp_path / "bad", shards, f"init_from={ar.checkpoint}", "model.hidden_size=32",
                          "optim.max_steps=1"))
+
+
+def test_the_tokenizer_recorded_in_the_shards_index_is_copied(tmp_path, shards):
+    """`unmask corpus tokenize` writes the tokenizer's folder into index.json, not the file beside it."""
+    import shutil
+
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    (tmp_path / "tok").mkdir()
+    Tokenizer(WordLevel({"b": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(tmp_path / "tok" / "tokenizer.json"))
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    (copy / "tokenizer.json").unlink(missing_ok=True)
+    index = json.loads((copy / "index.json").read_text())
+    (copy / "index.json").write_text(json.dumps({**index, "tokenizer": str(tmp_path / "tok")}))
+    out = tmp_path / "run"
+    train(config_for(out, copy, "optim.max_steps=1"))
+    assert (out / "model" / "tokenizer.json").read_bytes() == (tmp_path / "tok" / "tokenizer.json").read_bytes()

@@ -16,6 +16,7 @@ save nothing, so the checkpoints already written stay as they were.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import shutil
@@ -91,7 +92,18 @@ def _tokenizer_path(config: TrainConfig) -> str | None:
             raise ConfigError(f"data.tokenizer {config.data.tokenizer}: no tokenizer.json there")
         return str(path)
     default = Path(config.data.shards) / TOKENIZER_FILE
-    return str(default) if default.is_file() else None
+    if default.is_file():
+        return str(default)
+    # `unmask corpus tokenize` records the tokenizer it used in the shards' index.json.
+    index_file = Path(config.data.shards) / "index.json"
+    if index_file.is_file():
+        recorded = json.loads(index_file.read_text()).get("tokenizer")
+        if recorded:
+            path = Path(recorded)
+            path = path / TOKENIZER_FILE if path.is_dir() else path
+            if path.is_file():
+                return str(path)
+    return None
 
 
 def _flops_per_token(model_config: ModelConfig, objective: Objective, window_len: int) -> float:
