@@ -61,8 +61,8 @@ def test_every_shipped_config_loads():
 
 
 def test_gpu_twins_differ_only_in_objective():
-    diffusion = load_config(ROOT / "configs" / "default-mdlm.toml").to_dict()
-    twin = load_config(ROOT / "configs" / "default-ar.toml").to_dict()
+    diffusion = load_config(ROOT / "configs" / "gpu-mdlm.toml").to_dict()
+    twin = load_config(ROOT / "configs" / "gpu-ar.toml").to_dict()
     assert (diffusion["objective"], twin["objective"]) == ("mdlm", "ar")
     for key in ("model", "data", "optim", "seed"):
         if key == "model":

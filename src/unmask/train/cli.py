@@ -2,7 +2,7 @@
 
     unmask train --config configs/tiny-cpu.toml --set data.shards=data/shards
     unmask train --resume runs/tiny-mdlm                   # continue from the newest checkpoint
-    torchrun --nproc_per_node 8 -m unmask.cli train --config configs/default-mdlm.toml --set system.parallel=fsdp
+    torchrun --nproc_per_node 8 -m unmask.cli train --config configs/gpu-mdlm.toml --set system.parallel=fsdp
 
 The config format is described in unmask/train/config.py and the configs/ folder.
 """
