@@ -1,14 +1,145 @@
-"""`unmask serve`: serve a model over an OpenAI-compatible HTTP API.
+"""`unmask serve`: serve models over an OpenAI-compatible HTTP API (FastAPI + uvicorn, the `serve` extra).
 
-Its options and work are built in issue #7; until then it says so and exits 2.
+    unmask serve                                   # the bundled 'default' (and 'default-ar' when installed)
+    unmask serve --model runs/x/final --port 8000 --api-key KEY --max-batch 16 --max-queue 64
+    unmask serve --model default,default-ar        # the `model` field of a request picks one
+
+It binds to 127.0.0.1 unless --host says otherwise. Sampler defaults come from each model folder's
+generation_config.json, then the flags below; a request's own fields override both. SIGTERM (or Ctrl-C)
+stops admitting, lets in-flight requests finish for up to --graceful-timeout seconds, cancels the rest
+and exits 0.
 """
 
+from __future__ import annotations
+
 import argparse
+import os
+
+from ..sampling.cli import CACHE_CHOICES, POLICY_CHOICES
 
 
 def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
-    from ..cli import not_built
+    p = subparsers.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--model", action="append", default=None, metavar="NAME_OR_DIR",
+                   help="model to serve: a checkpoint folder or a bundled name; repeatable or comma-separated "
+                        "(default: 'default', plus 'default-ar' when it is installed); the first is used when a "
+                        "request names none")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on /v1 routes (default: env UNMASK_API_KEY, else none)")
+    p.add_argument("--max-batch", type=int, default=16, help="rows decoding at once (default 16)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="requests waiting for a batch before new ones get 429 (default 64)")
+    p.add_argument("--max-tokens", type=int, default=512, help="the largest max_tokens a request may ask (default 512)")
+    p.add_argument("--max-n", type=int, default=8, help="the most choices (n x prompts) per request (default 8)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the seeds of requests that give none (default 0); a request's seed is its own")
+    p.add_argument("--graceful-timeout", type=float, default=30.0,
+                   help="on SIGTERM, seconds to let in-flight requests finish (default 30)")
+    s = p.add_argument_group("sampler defaults (a model's generation_config.json, then these; requests override)")
+    s.add_argument("--policy", choices=POLICY_CHOICES, default=None)
+    s.add_argument("--threshold", type=float, default=None)
+    s.add_argument("--entropy-bound", type=float, default=None)
+    s.add_argument("--block-length", type=int, default=None)
+    s.add_argument("--cache", choices=CACHE_CHOICES, default=None)
+    s.add_argument("--default-max-tokens", type=int, default=None,
+                   help="max_tokens of a request that gives none (default: the model's, capped by --max-tokens)")
+    p.set_defaults(func=run)
+    return p
 
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    not_built(parser, issue=7)
-    return parser
+
+def model_names(values: list[str] | None) -> list[str]:
+    """The --model values as a list of names or folders; the bundled ones by default."""
+    from ..errors import UnmaskError
+    from ..model.loading import BUNDLED_MODELS_DIR
+
+    if not values:
+        names = ["default"]
+        if (BUNDLED_MODELS_DIR / "default-ar" / "config.json").is_file():
+            names.append("default-ar")
+        return names
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    if not names:
+        raise UnmaskError("--model: give a model folder or a bundled name")
+    return names
+
+
+def loader(names: list[str], args: argparse.Namespace):
+    """A function that loads every model (run on the engine's thread) after resolving them up front here."""
+    from ..errors import UnmaskError
+    from ..model.loading import load_model, resolve_model_path
+    from ..sampling.config import SamplerConfig
+    from .engine import ServedModel
+
+    resolved = [resolve_model_path(n) for n in names]  # a missing model is a one-line error before binding
+    served_names = [name for name, _ in resolved]
+    if len(set(served_names)) != len(served_names):
+        raise UnmaskError(f"--model: two models would be served under the same name ({', '.join(served_names)})")
+    if args.threshold is not None and not 0 < args.threshold:
+        raise UnmaskError(f"--threshold must be > 0, got {args.threshold}")
+    overrides = dict(policy=args.policy, threshold=args.threshold, entropy_bound=args.entropy_bound,
+                     block_length=args.block_length, cache=args.cache, max_new_tokens=args.default_max_tokens)
+
+    def load() -> list[ServedModel]:
+        models = []
+        for name, path in resolved:
+            lm = load_model(path, device=args.device)
+            lm.model.eval()
+            defaults = SamplerConfig.from_generation_config(lm.generation_config, **overrides)
+            models.append(ServedModel(name, lm, defaults))
+        return models
+
+    return load
+
+
+def build_app(args: argparse.Namespace):
+    """(app, engine) for these arguments; nothing is loaded until the app starts."""
+    from ..errors import UnmaskError
+
+    try:
+        from .app import Limits, create_app
+        from .engine import Engine
+        from .metrics import Metrics
+    except ImportError as e:
+        raise UnmaskError(f"unmask serve needs the serve extra ({e.name} is missing): pip install 'unmask[serve]'") from None
+    for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue),
+                        ("--max-tokens", args.max_tokens), ("--max-n", args.max_n)):
+        if value < 1:
+            raise UnmaskError(f"{flag} must be at least 1, got {value}")
+    api_key = args.api_key if args.api_key is not None else os.environ.get("UNMASK_API_KEY") or None
+    metrics = Metrics()
+    engine = Engine(loader(model_names(args.model), args), max_batch=args.max_batch, max_queue=args.max_queue,
+                    metrics=metrics)
+    app = create_app(engine, api_key=api_key, limits=Limits(args.max_tokens, args.max_n), seed=args.seed,
+                     metrics=metrics)
+    return app, engine
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    import threading
+
+    from ..errors import UnmaskError
+
+    app, engine = build_app(args)
+    import uvicorn
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
+                            timeout_graceful_shutdown=args.graceful_timeout)
+    server = uvicorn.Server(config)
+
+    def stop_on_load_error() -> None:
+        engine.ready.wait()
+        if engine.load_error is not None:
+            server.should_exit = True
+
+    threading.Thread(target=stop_on_load_error, daemon=True).start()
+    print(f"unmask serve: loading {', '.join(model_names(args.model))}; http://{args.host}:{args.port}/v1",
+          file=sys.stderr)
+    server.run()
+    if engine.load_error is not None:
+        e = engine.load_error
+        raise UnmaskError(str(e) if isinstance(e, UnmaskError) else f"loading failed: {type(e).__name__}: {e}")
+    return 0
