@@ -11,6 +11,7 @@ import socket
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -49,15 +50,36 @@ def free_port() -> int:
 def serve_args(models: list[str], **overrides) -> argparse.Namespace:
     from unmask.cli import build_parser
 
-    args = build_parser().parse_args(["serve", "--model", ",".join(models)])
+    args = build_parser().parse_args(["serve"] + (["--model", ",".join(models)] if models else []))
     for key, value in overrides.items():
         setattr(args, key, value)
     return args
 
 
+@dataclass
+class Server:
+    """A running test server: its base URL and its engine (to reach the model behind it)."""
+
+    url: str
+    engine: object  # unmask.serve.engine.Engine
+
+    def client(self, **kwargs):
+        import openai
+
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=kwargs.pop("api_key", "none"), max_retries=0,
+                             timeout=60, **kwargs)
+
+    def metric(self, name: str) -> float:
+        """The value of an unlabelled sample in /metrics."""
+        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+
 @contextlib.contextmanager
-def running_server(models: list[str], **overrides):
-    """Yield the base URL of a server (in a thread of this process) once /health says ok; stop it after."""
+def running_server(models: list[str] | None, **overrides):
+    """Yield a Server (uvicorn in a thread of this process) once /health says ok; stop it after."""
     import uvicorn
 
     from unmask.serve.cli import build_app
@@ -72,7 +94,7 @@ def running_server(models: list[str], **overrides):
         url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(url)
-            yield url
+            yield Server(url, engine)
         finally:
             server.should_exit = True
             thread.join(30)
@@ -87,3 +109,38 @@ def wait_healthy(url: str, timeout: float = 60.0) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"{url}/health did not become ready")
+
+
+class SlowModel:
+    """Wraps a model's forward pass: it waits until `release()` (and then sleeps `delay` s per pass).
+
+    Makes a request slow on purpose, so that a test can fill the queue or disconnect mid-stream
+    deterministically; `entered` is set once a pass has begun. Use as a context manager.
+    """
+
+    def __init__(self, model, delay: float = 0.0, held: bool = True):
+        self.model, self.delay = model, delay
+        self.entered, self.opened = threading.Event(), threading.Event()
+        if not held:
+            self.opened.set()
+        original = model.forward
+
+        def forward(*args, **kwargs):
+            self.entered.set()
+            self.opened.wait(60)
+            if self.delay:
+                time.sleep(self.delay)
+            return original(*args, **kwargs)
+
+        model.forward = forward
+
+    def release(self) -> None:
+        self.opened.set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.delay = 0.0
+        self.opened.set()
+        del self.model.forward  # back to the class's forward
