@@ -87,7 +87,8 @@ def running_server(models: list[str] | None, **overrides):
     args = serve_args(models, **overrides)
     app, engine = build_app(args)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=10))
     thread = threading.Thread(target=server.run, daemon=True)
     with one_thread():
         thread.start()

@@ -118,6 +118,7 @@ def build_app(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
     import sys
     import threading
 
@@ -138,7 +139,13 @@ def run(args: argparse.Namespace) -> int:
     threading.Thread(target=stop_on_load_error, daemon=True).start()
     print(f"unmask serve: loading {', '.join(model_names(args.model))}; http://{args.host}:{args.port}/v1",
           file=sys.stderr)
-    server.run()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it found: make
+    # that one a no-op so that a clean shutdown exits 0.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if engine.load_error is not None:
         e = engine.load_error
         raise UnmaskError(str(e) if isinstance(e, UnmaskError) else f"loading failed: {type(e).__name__}: {e}")

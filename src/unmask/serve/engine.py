@@ -34,6 +34,9 @@ from ..sampling.config import SamplerConfig
 from ..sampling.runner import BatchRunner, Codec, Outcome, Row
 
 
+CANCELLED = "the request was cancelled"
+
+
 class QueueFull(UnmaskError):
     """max_queue jobs already wait for a place in a batch."""
 
@@ -167,6 +170,7 @@ class Engine:
             if job in self._waiting:
                 self._waiting.remove(job)
                 self._gauge_queue()
+                job.post("error", 0, CANCELLED)
             elif job.id in self._running:
                 self._cancelled.append(job)
             self._wake.notify()
@@ -249,6 +253,7 @@ class Engine:
         if runner is not None:
             for index in range(len(job.choices)):
                 runner.cancel((job.id, index))
+        job.post("error", 0, CANCELLED)  # ends the request's coroutine, if it still waits
         if self.metrics is not None:
             self.metrics.cancelled.inc()
 
