@@ -11,6 +11,7 @@ import pytest
 
 from serve_helpers import ar_folder, diffusion_folder, running_server
 from unmask.cli import main
+from unmask.errors import UnmaskError
 from unmask.sampling import Request, SamplerConfig, generate
 from unmask.model import load_model
 
@@ -212,3 +213,33 @@ def test_a_missing_model_is_a_one_line_error(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "nothing"), "--port", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("unmask serve: error:") and "no such model folder" in err and "\n" not in err
+
+
+def test_echo_returns_the_prompt_and_the_answer(client):
+    plain = client.completions.create(model="diffusion", prompt=PROMPT, max_tokens=6)
+    echoed = client.completions.create(model="diffusion", prompt=PROMPT, max_tokens=6, echo=True)
+    assert echoed.choices[0].text == PROMPT + plain.choices[0].text
+
+
+def test_chat_templates_from_the_model_folder_or_plain():
+    from unmask.serve import chat
+
+    messages = [("system", "be brief"), ("user", "hi"), ("assistant", "hello"), ("user", "bye")]
+    prompt, stops = chat.render(messages, None)
+    assert prompt == ("### System:\nbe brief\n\n### User:\nhi\n\n### Assistant:\nhello\n\n### User:\nbye\n\n"
+                      "### Assistant:\n") and stops == (chat.PLAIN_STOP,)
+    template = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
+                "{% if add_generation_prompt %}<assistant>{% endif %}")
+    prompt, stops = chat.render(messages[:2], template, {"bos_token": "<s>"})
+    assert prompt == "<s><system>be brief</s><user>hi</s><assistant>" and stops == ()
+    with pytest.raises(UnmaskError, match="rejected"):
+        chat.render(messages, "{{ raise_exception('no system role') }}")
+
+
+def test_a_model_that_fails_to_load_stops_the_server_with_a_one_line_error(tmp_path, capsys):
+    from serve_helpers import free_port
+
+    (tmp_path / "config.json").write_text("{not json")
+    assert main(["serve", "--model", str(tmp_path), "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("unmask serve: error:") and "config.json" in err

@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UnmaskError
 
     app, engine = build_app(args)
+    api_key = args.api_key if args.api_key is not None else os.environ.get("UNMASK_API_KEY") or None
     import uvicorn
 
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
@@ -135,8 +136,13 @@ def run(args: argparse.Namespace) -> int:
         engine.ready.wait()
         if engine.load_error is not None:
             server.should_exit = True
+        else:
+            print(f"unmask serve: ready, serving {', '.join(engine.models)}", file=sys.stderr)
 
     threading.Thread(target=stop_on_load_error, daemon=True).start()
+    if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"unmask serve: warning: listening on {args.host} without an API key (set --api-key or "
+              "UNMASK_API_KEY)", file=sys.stderr)
     print(f"unmask serve: loading {', '.join(model_names(args.model))}; http://{args.host}:{args.port}/v1",
           file=sys.stderr)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it found: make
