@@ -12,8 +12,8 @@ import pytest
 from serve_helpers import ar_folder, diffusion_folder, running_server
 from unmask.cli import main
 from unmask.errors import UnmaskError
-from unmask.sampling import Request, SamplerConfig, generate
 from unmask.model import load_model
+from unmask.sampling import SamplerConfig, generate
 
 PROMPT = "abcdabcdab"
 
@@ -119,7 +119,8 @@ def test_n_choices_seeds_and_stop(client):
     full = client.completions.create(model="diffusion", prompt=PROMPT, max_tokens=16).choices[0].text
     assert "a" in full[1:]
     cut = full.index("a", 1)
-    stopped = client.completions.create(model="diffusion", prompt=PROMPT, max_tokens=16, stop=["xyz", full[cut:cut + 2]])
+    stopped = client.completions.create(model="diffusion", prompt=PROMPT, max_tokens=16,
+                                        stop=["xyz", full[cut:cut + 2]])
     assert stopped.choices[0].text == full[:cut] and stopped.choices[0].finish_reason == "stop"
     batch = client.completions.create(model="diffusion", prompt=[PROMPT, "efghefgh"], n=2, max_tokens=4)
     assert [c.index for c in batch.choices] == [0, 1, 2, 3]
@@ -188,7 +189,8 @@ def test_api_key_guards_v1_routes(monkeypatch):
         r = httpx.get(s.url + "/v1/models", headers={"Authorization": "Basic sesame"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         assert httpx.get(s.url + "/health").status_code == 200  # probes need no key
-        assert s.client(api_key="sesame").completions.create(model="diffusion", prompt=PROMPT, max_tokens=4).choices[0].text
+        answer = s.client(api_key="sesame").completions.create(model="diffusion", prompt=PROMPT, max_tokens=4)
+        assert answer.choices[0].text
     with running_server([str(diffusion_folder())], api_key="flag-wins") as s:
         assert s.client(api_key="flag-wins").models.list().data[0].id == "diffusion"
 

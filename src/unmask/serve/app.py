@@ -82,7 +82,8 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
         scheme, _, token = given.partition(" ")
         ok = scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
         if not ok:
-            raise APIError(401, "missing or incorrect API key (send 'Authorization: Bearer KEY')", code="invalid_api_key")
+            raise APIError(401, "missing or incorrect API key (send 'Authorization: Bearer KEY')",
+                           code="invalid_api_key")
 
     @app.exception_handler(APIError)
     async def _api_error(_request, e: APIError):

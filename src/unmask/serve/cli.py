@@ -103,7 +103,8 @@ def build_app(args: argparse.Namespace):
         from .engine import Engine
         from .metrics import Metrics
     except ImportError as e:
-        raise UnmaskError(f"unmask serve needs the serve extra ({e.name} is missing): pip install 'unmask[serve]'") from None
+        raise UnmaskError(f"unmask serve needs the serve extra ({e.name} is missing): "
+                          "pip install 'unmask[serve]'") from None
     for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue),
                         ("--max-tokens", args.max_tokens), ("--max-n", args.max_n)):
         if value < 1:
