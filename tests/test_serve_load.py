@@ -122,3 +122,41 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0():
             proc.kill()
         _, err = proc.communicate()
     assert "Traceback" not in err, err
+
+
+def test_health_says_loading_until_the_models_are_loaded():
+    import threading
+
+    import uvicorn
+
+    from serve_helpers import serve_args
+    from unmask.serve.app import create_app
+    from unmask.serve.cli import loader
+    from unmask.serve.engine import Engine
+
+    load, loaded = loader([str(diffusion_folder())], serve_args([])), threading.Event()
+
+    def slow_load():
+        assert loaded.wait(60)
+        return load()
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Engine(slow_load)), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert eventually(lambda: server.started)
+        assert httpx.get(url + "/health").json() == {"status": "loading"}
+        assert httpx.get(url + "/health").status_code == 503
+        r = httpx.post(url + "/v1/completions", json={"prompt": PROMPT})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "loading"
+        assert httpx.get(url + "/metrics").status_code == 200
+        loaded.set()
+        wait_healthy(url)
+        assert httpx.post(url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 3}).status_code == 200
+    finally:
+        loaded.set()
+        server.should_exit = True
+        thread.join(30)

@@ -16,6 +16,10 @@ every chunk has `"usage": null` and a last chunk with no choices carries the usa
 `diffusing: true` instead sends, at every step, each choice's whole current draft (masked positions as
 the placeholder character of sampling/streaming.py) in `text` (completions) or `delta.content` (chat): a
 client replaces its view with each chunk. Usage carries an extension field `forward_passes`.
+
+Fields a request leaves out take the model folder's generation_config.json defaults, then the server's
+flags (so a request without `temperature` is greedy unless the model's defaults say otherwise, unlike
+OpenAI's default of 1); `max_tokens` defaults to the model's `max_new_tokens`, capped by --max-tokens.
 """
 
 from __future__ import annotations

@@ -171,6 +171,8 @@ class Engine:
                 self._waiting.remove(job)
                 self._gauge_queue()
                 job.post("error", 0, CANCELLED)
+                if self.metrics is not None:
+                    self.metrics.cancelled.inc()
             elif job.id in self._running:
                 self._cancelled.append(job)
             self._wake.notify()
