@@ -25,26 +25,31 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
                         "(default: 'default', plus 'default-ar' when it is installed); the first is used when a "
                         "request names none")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--api-key", default=None,
+    p.add_argument("--port", metavar="PORT", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", metavar="KEY", default=None,
                    help="require 'Authorization: Bearer KEY' on /v1 routes (default: env UNMASK_API_KEY, else none)")
-    p.add_argument("--max-batch", type=int, default=16, help="rows decoding at once (default 16)")
-    p.add_argument("--max-queue", type=int, default=64,
+    p.add_argument("--max-batch", metavar="N", type=int, default=16, help="rows decoding at once (default 16)")
+    p.add_argument("--max-queue", metavar="N", type=int, default=64,
                    help="requests waiting for a batch before new ones get 429 (default 64)")
-    p.add_argument("--max-tokens", type=int, default=512, help="the largest max_tokens a request may ask (default 512)")
-    p.add_argument("--max-n", type=int, default=8, help="the most choices (n x prompts) per request (default 8)")
+    p.add_argument("--max-tokens", metavar="N", type=int, default=512,
+                   help="the largest max_tokens a request may ask (default 512)")
+    p.add_argument("--max-n", metavar="N", type=int, default=8,
+                   help="the most choices (n x prompts) per request (default 8)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", metavar="N", type=int, default=0,
                    help="seeds the seeds of requests that give none (default 0); a request's seed is its own")
-    p.add_argument("--graceful-timeout", type=float, default=30.0,
+    p.add_argument("--graceful-timeout", metavar="S", type=float, default=30.0,
                    help="on SIGTERM, seconds to let in-flight requests finish (default 30)")
     s = p.add_argument_group("sampler defaults (a model's generation_config.json, then these; requests override)")
-    s.add_argument("--policy", choices=POLICY_CHOICES, default=None)
-    s.add_argument("--threshold", type=float, default=None)
-    s.add_argument("--entropy-bound", type=float, default=None)
-    s.add_argument("--block-length", type=int, default=None)
-    s.add_argument("--cache", choices=CACHE_CHOICES, default=None)
-    s.add_argument("--default-max-tokens", type=int, default=None,
+    s.add_argument("--policy", choices=POLICY_CHOICES, default=None, help="which masked positions a step reveals")
+    s.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="threshold policy: reveal confidence >= P (above 1: one token per step)")
+    s.add_argument("--entropy-bound", type=float, default=None, metavar="NATS", help="entropy policy: the bound")
+    s.add_argument("--block-length", type=int, default=None, metavar="N",
+                   help="block length in tokens (0: the whole answer as one block)")
+    s.add_argument("--cache", choices=CACHE_CHOICES, default=None,
+                   help="key/value cache (auto: the best for the model)")
+    s.add_argument("--default-max-tokens", type=int, default=None, metavar="N",
                    help="max_tokens of a request that gives none (default: the model's, capped by --max-tokens)")
     p.set_defaults(func=run)
     return p
@@ -148,11 +153,13 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler it found: make
     # that one a no-op so that a clean shutdown exits 0.
-    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    main_thread = threading.current_thread() is threading.main_thread()  # signals belong to the main thread
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) if main_thread else None
     try:
         server.run()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if engine.load_error is not None:
         e = engine.load_error
         raise UnmaskError(str(e) if isinstance(e, UnmaskError) else f"loading failed: {type(e).__name__}: {e}")
