@@ -186,6 +186,8 @@ def test_api_key_guards_v1_routes(monkeypatch):
             with pytest.raises(openai.AuthenticationError):
                 s.client(api_key=key).models.list()
         assert httpx.post(s.url + "/v1/completions", json={"prompt": PROMPT}).status_code == 401
+        bad_body = httpx.post(s.url + "/v1/completions", content=b"{", headers={"content-type": "application/json"})
+        assert bad_body.status_code == 401  # the key is checked before the body
         r = httpx.get(s.url + "/v1/models", headers={"Authorization": "Basic sesame"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         assert httpx.get(s.url + "/health").status_code == 200  # probes need no key

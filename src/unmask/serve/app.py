@@ -31,7 +31,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -77,17 +77,9 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
         await asyncio.to_thread(engine.stop)
 
     app = FastAPI(title="unmask", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(_CountStatus, metrics=metrics)
-
-    def check_key(request: Request) -> None:
-        if api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
-        if not ok:
-            raise APIError(401, "missing or incorrect API key (send 'Authorization: Bearer KEY')",
-                           code="invalid_api_key")
+    if api_key is not None:
+        app.add_middleware(_RequireKey, api_key=api_key)
+    app.add_middleware(_CountStatus, metrics=metrics)  # outermost: it also counts the 401s
 
     @app.exception_handler(APIError)
     async def _api_error(_request, e: APIError):
@@ -126,16 +118,16 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.get("/v1/models", dependencies=[Depends(check_key)])
+    @app.get("/v1/models")
     async def list_models():
         served = _models(engine)
         return {"object": "list", "data": [_model_card(m) for m in served.values()]}
 
-    @app.get("/v1/models/{model_id}", dependencies=[Depends(check_key)])
+    @app.get("/v1/models/{model_id}")
     async def get_model(model_id: str):
         return _model_card(_pick(engine, model_id))
 
-    @app.post("/v1/completions", dependencies=[Depends(check_key)])
+    @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         if body.logprobs is not None:
             raise APIError(400, "logprobs are not supported", param="logprobs")
@@ -145,11 +137,11 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
             raise APIError(400, "prompt: give a string or a non-empty list of strings", param="prompt")
         return await _complete(request, body, prompts, body.suffix, echo=body.echo)
 
-    @app.post("/v1/fim/completions", dependencies=[Depends(check_key)])
+    @app.post("/v1/fim/completions")
     async def fim_completions(body: FIMCompletionRequest, request: Request):
         return await _complete(request, body, [body.prompt], body.suffix, echo=False)
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
+    @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         _no_penalties(body)
         served = _pick(engine, body.model)
@@ -366,3 +358,22 @@ class _CountStatus:
             await send(message)
 
         return await self.app(scope, receive, counting_send)
+
+
+class _RequireKey:
+    """ASGI middleware: every /v1 route needs `Authorization: Bearer KEY` (compared in constant time), checked
+    before the body is read, so that nobody without the key learns anything from a validation error."""
+
+    def __init__(self, app, api_key: str):
+        self.app, self.key = app, api_key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and (scope.get("path", "") + "/").startswith("/v1/"):
+            headers = dict(scope.get("headers") or [])
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+            if not (scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key)):
+                body = error_body("missing or incorrect API key (send 'Authorization: Bearer KEY')",
+                                  code="invalid_api_key")
+                response = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
