@@ -160,3 +160,24 @@ def test_health_says_loading_until_the_models_are_loaded():
         loaded.set()
         server.should_exit = True
         thread.join(30)
+
+
+def test_a_failing_batch_answers_500_and_the_server_keeps_serving():
+    with running_server([str(diffusion_folder())]) as s:
+        model = s.engine.models["diffusion"].loaded.model
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("device lost")
+
+        model.forward = broken
+        try:
+            with pytest.raises(openai.InternalServerError, match="device lost"):
+                s.client().completions.create(model="diffusion", prompt=PROMPT, max_tokens=4)
+            body = {"prompt": PROMPT, "max_tokens": 4, "stream": True}
+            with httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=60) as r:
+                events = list(filter(None, r.iter_lines()))
+            assert "device lost" in events[-2] and events[-1] == "data: [DONE]"
+        finally:
+            del model.forward
+        assert s.client().completions.create(model="diffusion", prompt=PROMPT, max_tokens=4).choices[0].text
+        assert s.engine.rows_running == 0

@@ -277,7 +277,8 @@ async def _collect(engine: Engine, job: Job, request: Request) -> dict[int, Choi
     try:
         async for kind, index, payload in job.messages():
             if kind == "error":
-                raise APIError(503, payload, type_="server_error")
+                status, message = payload
+                raise APIError(status, message, type_="server_error")
             if kind == "done":
                 results[index] = payload
     except asyncio.CancelledError:
@@ -316,7 +317,7 @@ async def _sse(engine: Engine, job: Job, meta: dict, kind: str, include_usage: b
             yield chunk([choice(i, echo[i // n]) for i in range(len(job.choices))])
         async for what, index, payload in job.messages():
             if what == "error":
-                err = error_body(payload, "server_error")
+                err = error_body(payload[1], "server_error")
                 yield f"data: {json.dumps(err)}\n\n"
                 break
             if what == "delta" and not job.drafts:

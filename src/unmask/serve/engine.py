@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -33,8 +34,10 @@ from ..sampling import infill
 from ..sampling.config import SamplerConfig
 from ..sampling.runner import BatchRunner, Codec, Outcome, Row
 
+log = logging.getLogger("unmask.serve")
 
-CANCELLED = "the request was cancelled"
+
+CANCELLED = (499, "the request was cancelled")  # (status, message) of an "error" message; 499: client gone
 
 
 class QueueFull(UnmaskError):
@@ -107,7 +110,7 @@ class Job:
             pass
 
     async def messages(self):
-        """Messages until every choice is done (or an error)."""
+        """Messages until every choice is done or an error; an error's payload is (HTTP status, message)."""
         done = 0
         while done < len(self.choices):
             kind, index, payload = await self._queue.get()
@@ -211,17 +214,21 @@ class Engine:
                     break
                 cancelled, self._cancelled = self._cancelled, []
                 admitted = self._take_admissible()
-            for job in cancelled:
-                self._drop(job)
-            for job in admitted:
-                self._admit(job)
-            for key, runner in list(self._runners.items()):
-                if runner.busy:
-                    self._step(key, runner)
-                if not runner.busy:
-                    del self._runners[key]
+            try:
+                for job in cancelled:
+                    self._drop(job)
+                for job in admitted:
+                    self._admit(job)
+                for key, runner in list(self._runners.items()):
+                    if runner.busy:
+                        self._step(key, runner)
+                    if not runner.busy:
+                        self._runners.pop(key, None)
+            except Exception as e:  # a bug: fail what runs rather than leave its clients hanging, keep serving
+                log.exception("the batch loop failed")
+                self._fail_running(500, f"internal error: {type(e).__name__}: {e}")
             self._gauge_batch()
-        self._fail_all("the server is shutting down")
+        self._fail_all(503, "the server is shutting down")
 
     def _busy(self) -> bool:
         return any(r.busy for r in self._runners.values())
@@ -263,10 +270,11 @@ class Engine:
         try:
             updates = runner.step()
         except Exception as e:  # a bug or a device error: fail this batch's requests, keep serving the rest
-            del self._runners[key]
+            log.exception("a batch failed")
+            self._runners.pop(key, None)
             for job in [j for j in self._running.values() if j.batch_key == key]:
                 self._running.pop(job.id)
-                job.post("error", 0, f"the batch failed: {type(e).__name__}: {e}")
+                job.post("error", 0, (500, f"the batch failed: {type(e).__name__}: {e}"))
             return
         now = time.perf_counter()
         for update in updates:
@@ -306,13 +314,19 @@ class Engine:
         forwards = sum(r.forward_passes for r in job.results.values())
         self.metrics.observe_job(now - job.created, tokens, forwards)
 
-    def _fail_all(self, message: str) -> None:
+    def _fail_running(self, status: int, message: str) -> None:
+        with self._lock:
+            running, self._running = list(self._running.values()), {}
+        for job in running:
+            job.post("error", 0, (status, message))
+        self._runners.clear()
+
+    def _fail_all(self, status: int, message: str) -> None:
         with self._lock:
             waiting, self._waiting = list(self._waiting), deque()
-        for job in waiting + list(self._running.values()):
-            job.post("error", 0, message)
-        self._running.clear()
-        self._runners.clear()
+        for job in waiting:
+            job.post("error", 0, (status, message))
+        self._fail_running(status, message)
 
     def _gauge_queue(self) -> None:
         if self.metrics is not None:
