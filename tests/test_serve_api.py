@@ -247,3 +247,17 @@ def test_a_model_that_fails_to_load_stops_the_server_with_a_one_line_error(tmp_p
     assert main(["serve", "--model", str(tmp_path), "--port", str(free_port())]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("unmask serve: error:") and "config.json" in err
+
+
+def test_the_evals_openai_completer_reads_forward_passes(server):
+    from unmask.evals.completers import CompletionRequest, OpenAICompleter
+
+    completer = OpenAICompleter(server.url, "diffusion", max_tokens=8)
+    [plain, infill] = completer.complete([CompletionRequest(PROMPT, seed=3),
+                                          CompletionRequest("abcdab", suffix="abcd", stop=("\n",))])
+    lm = load_model(diffusion_folder())
+    config = SamplerConfig.from_generation_config(lm.generation_config, max_new_tokens=8, seed=3)
+    [expected] = generate(lm.model, lm.tokenizer, [PROMPT], config)
+    assert plain.text == expected.text and plain.num_forwards == expected.stats.forward_passes
+    assert plain.num_tokens == len(expected.token_ids)
+    assert isinstance(infill.num_forwards, int) and infill.num_forwards > 0
