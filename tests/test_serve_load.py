@@ -181,3 +181,19 @@ def test_a_failing_batch_answers_500_and_the_server_keeps_serving():
             del model.forward
         assert s.client().completions.create(model="diffusion", prompt=PROMPT, max_tokens=4).choices[0].text
         assert s.engine.rows_running == 0
+
+
+def test_a_short_request_joins_a_long_one_and_finishes_first():
+    with running_server([str(diffusion_folder())], max_tokens=80) as s:
+        model = s.engine.models["diffusion"].loaded.model
+        long_body = {"prompt": "ab", "max_tokens": 80, "threshold": 1.5, "stream": True}  # 80 forward passes
+        with SlowModel(model, delay=0.03, held=False), \
+                httpx.stream("POST", s.url + "/v1/completions", json=long_body, timeout=60) as long_stream:
+            lines = filter(None, long_stream.iter_lines())
+            assert next(lines).startswith("data: {")  # the long request is decoding
+            short = s.client().completions.create(model="diffusion", prompt=PROMPT, max_tokens=4, extra_body={
+                "threshold": 1.5})
+            assert s.engine.rows_running == 1  # the long request is still decoding: the short one did not wait
+            assert short.usage.completion_tokens == 4 or short.choices[0].finish_reason == "stop"
+            rest = list(lines)
+            assert rest[-1] == "data: [DONE]" and '"finish_reason": "length"' in rest[-2]
