@@ -45,7 +45,7 @@ def decoder(model, cache, prompts=PROMPTS, answers=(9, 14, 6), block_length=4, r
     canvas = build_canvas(prompts, list(answers), mask_id=MASK, pad_id=PAD, block_length=block_length,
                           align=c.block_size if c.attention == "block_causal" else None)
     settings = RowSettings.from_configs([SamplerConfig(**cfg)] * len(prompts), canvas.block_length, "cpu")
-    return DiffusionDecoder(model, canvas, settings, cache=cache, refresh_every=refresh_every, eos_id=None)
+    return DiffusionDecoder(model, canvas, settings, cache=cache, refresh_every=refresh_every)
 
 
 @pytest.mark.parametrize("shift", [False, True])
@@ -180,8 +180,8 @@ def test_infill_never_touches_prefix_or_suffix():
     prefix, suffix = [40, 41, 42, 43, 44], [90, 91, 92, 93]
     canvas = build_canvas([prefix, prefix[:2]], [6, 3], [suffix, suffix[1:]], mask_id=MASK, pad_id=PAD, block_length=4)
     before = canvas.tokens.clone()
-    settings = RowSettings.from_configs([SamplerConfig(threshold=0.05)] * 2, 4, "cpu")
-    dec = DiffusionDecoder(model, canvas, settings, cache="dual", eos_fill=[False, False], eos_id=EOS)
+    settings = RowSettings.from_configs([SamplerConfig(threshold=0.05)] * 2, 4, "cpu", default_stop_ids=(EOS,))
+    dec = DiffusionDecoder(model, canvas, settings, cache="dual", eos_fill=[False, False])
     while not dec.finished:
         dec.step()
         dec.poll()
@@ -269,7 +269,7 @@ def test_rows_admitted_into_an_autoregressive_batch_decode_as_alone():
 
     model = random_lm(attention="causal", shift_logits=True)
     settings = lambda n: RowSettings.from_configs([SamplerConfig()] * n, 1, "cpu")  # noqa: E731
-    make = lambda ps, ms: ARDecoder(model, ps, ms, settings(len(ps)), eos_id=None, pad_id=PAD)  # noqa: E731
+    make = lambda ps, ms: ARDecoder(model, ps, ms, settings(len(ps)), pad_id=PAD)  # noqa: E731
     merged = run_to_end(make([PROMPTS[0], PROMPTS[2]], [12, 7]), merge_after=3,
                         newcomer=make([PROMPTS[1], [80, 81]], [9, 15]))
     alone = [run_to_end(make([p], [m]))[0] for p, m in zip([PROMPTS[0], PROMPTS[2], PROMPTS[1], [80, 81]],

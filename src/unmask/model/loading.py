@@ -17,8 +17,8 @@ import torch
 
 from ..errors import UnmaskError
 from .adapters import adapt
-from .checkpoint import (TOKENIZER_FILE, CheckpointError, build_and_load, from_pretrained, load_generation_config,
-                         read_config_json)
+from .checkpoint import (GENERATION_CONFIG_FILE, TOKENIZER_FILE, CheckpointError, build_and_load, from_pretrained,
+                         load_generation_config, read_config_json)
 from .transformer import Transformer
 
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "models"
@@ -94,9 +94,32 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | t
     chat_template = _chat_template(path)
     if raw.get("model_type", "unmask") == "unmask":
         model = from_pretrained(path, device=device, dtype=dtype)
-        return LoadedModel(model=model, tokenizer=tokenizer, generation_config=load_generation_config(path),
+        generation = with_stop_token_ids(load_generation_config(path), model.config.eos_token_id,
+                                         source=path / GENERATION_CONFIG_FILE)
+        return LoadedModel(model=model, tokenizer=tokenizer, generation_config=generation,
                            chat_template=chat_template, path=path, name=name)
     adapted = adapt(path, raw, tokenizer)
     model = build_and_load(adapted.config, path, device=device, dtype=dtype, rename=adapted.rename)
     return LoadedModel(model=model, tokenizer=tokenizer, generation_config=adapted.generation_config,
                        chat_template=chat_template, path=path, name=name, family=adapted.family)
+
+
+def with_stop_token_ids(generation_config: dict[str, Any], eos_token_id: int | None, *,
+                        source: str | os.PathLike = GENERATION_CONFIG_FILE) -> dict[str, Any]:
+    """The generation config with `stop_token_ids`: config.json's end-of-text id first, then the ids the
+    generation config lists under `eos_token_id` (one id or a list, as in Hugging Face's format) and
+    `stop_token_ids`, without repeats. Instruct models end a turn with a token other than end-of-text."""
+    ids: list[int] = []
+    for key in ("eos_token_id", "stop_token_ids"):
+        value = generation_config.get(key)
+        values = value if isinstance(value, list) else [] if value is None else [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise CheckpointError(f"{source}: {key} must be a token id or a list of them, "
+                                      f"got {value!r}")
+        ids += values
+    stops: list[int] = []
+    for i in [eos_token_id, *ids]:
+        if i is not None and i not in stops:
+            stops.append(i)
+    return {**generation_config, "stop_token_ids": stops}

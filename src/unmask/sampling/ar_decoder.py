@@ -25,12 +25,12 @@ from .policies import RowSettings
 
 class ARDecoder:
     def __init__(self, model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: list[int],
-                 settings: RowSettings, *, cache: str = "kv", eos_id: int | None = None, pad_id: int = 0,
+                 settings: RowSettings, *, cache: str = "kv", pad_id: int = 0,
                  device: torch.device | str = "cpu"):
         assert cache in ("kv", "none")
         assert model.config.attention == "causal"
         self.model, self.settings, self.cache_mode = model, settings, cache
-        self.eos_id, self.pad_id = eos_id, pad_id
+        self.pad_id = pad_id
         self.device = torch.device(device)
         B = len(prompts)
         P = max(len(p) for p in prompts)
@@ -85,7 +85,7 @@ class ARDecoder:
         self.tokens[:, column] = torch.where(active, token, self.tokens[:, column])
         self.forwards += active
         self.logprob += torch.where(active, confidence.clamp_min(1e-30).log(), torch.zeros_like(confidence))
-        ended = active & (token == self.eos_id) if self.eos_id is not None else torch.zeros_like(active)
+        ended = active & self.settings.is_stop(token)  # any of the row's stop ids (settings.stop_ids)
         self.generated += active & ~ended
         self.done |= ended | (self.generated >= self.max_new)
         self.fed_until = column
@@ -134,7 +134,7 @@ class ARDecoder:
         as it would alone.
         """
         assert not self.finished and not other.finished
-        assert self.model is other.model and self.cache_mode == other.cache_mode and self.eos_id == other.eos_id
+        assert self.model is other.model and self.cache_mode == other.cache_mode
         left_self = max(0, other.next_column - self.next_column)
         left_other = max(0, self.next_column - other.next_column)
         width = max(self.width + left_self, other.width + left_other)

@@ -4,7 +4,7 @@ A model folder's `generation_config.json` supplies defaults (`SamplerConfig.from
 explicit arguments or CLI flags override them. Settings come in two kinds:
 
 - per request (each row of a batch may differ): policy, threshold, entropy_bound, steps_per_block, order,
-  temperature, top_p, top_k, seed, max_new_tokens, stop, infill_length, infill_candidates;
+  temperature, top_p, top_k, seed, max_new_tokens, stop, stop_token_ids, infill_length, infill_candidates;
 - per batch (`BATCH_FIELDS`: rows that differ here run in separate batches): block_length, cache,
   refresh_every, because they fix the layout of the canvas and when the model is called.
 
@@ -59,6 +59,10 @@ class SamplerConfig:
     seed: int = 0
     max_new_tokens: int = 128
     stop: tuple[str, ...] = ()
+    # Token ids that end an answer (any of them). None: the model's defaults, i.e. config.json's eos_token_id
+    # plus the ids its generation_config.json lists (instruct models often have several end tokens);
+    # (): none, so every answer runs to max_new_tokens (as vLLM's ignore_eos).
+    stop_token_ids: tuple[int, ...] | None = None
     infill_length: int | None = None  # infilling: the middle's length in tokens; None: choose among candidates
     infill_candidates: tuple[int, ...] = DEFAULT_INFILL_CANDIDATES
 
@@ -66,6 +70,10 @@ class SamplerConfig:
         if isinstance(self.stop, str):
             self.stop = (self.stop,)
         self.stop = tuple(self.stop)
+        if isinstance(self.stop_token_ids, int) and not isinstance(self.stop_token_ids, bool):
+            self.stop_token_ids = (self.stop_token_ids,)
+        if self.stop_token_ids is not None and not isinstance(self.stop_token_ids, str):
+            self.stop_token_ids = tuple(self.stop_token_ids)
         self.infill_candidates = tuple(self.infill_candidates)
         self.validate()
 
@@ -96,6 +104,11 @@ class SamplerConfig:
         for s in self.stop:
             if not isinstance(s, str) or not s:
                 raise UnmaskError(f"stop strings must be non-empty strings, got {s!r}")
+        if self.stop_token_ids is not None:
+            if not isinstance(self.stop_token_ids, tuple):
+                raise UnmaskError(f"stop_token_ids must be a list of token ids, got {self.stop_token_ids!r}")
+            for t in self.stop_token_ids:
+                _integer(t, "stop_token_ids", low=0)
 
     def replace(self, **changes: Any) -> "SamplerConfig":
         return dataclasses.replace(self, **changes)
@@ -108,15 +121,21 @@ class SamplerConfig:
         """Defaults from a model folder's generation_config.json, then `overrides` (None values are ignored).
 
         Keys that are not SamplerConfig fields (special-token ids, Hugging Face's own keys) are skipped;
-        `block_size` is read as `block_length` and `steps` as `steps_per_block`.
+        `block_size` is read as `block_length` and `steps` as `steps_per_block`. Without `stop_token_ids`,
+        Hugging Face's `eos_token_id` (one id or a list) gives the stop tokens. (model.load_model already
+        puts the full default list, config.json's end-of-text id included, under `stop_token_ids`.)
         """
         names = {f.name for f in dataclasses.fields(cls)}
         aliases = {"block_size": "block_length", "steps": "steps_per_block", "stop_strings": "stop"}
+        generation_config = dict(generation_config or {})
+        eos = generation_config.get("eos_token_id")
+        if generation_config.get("stop_token_ids") is None and eos is not None:
+            generation_config["stop_token_ids"] = eos if isinstance(eos, list) else [eos]
         values: dict[str, Any] = {}
-        for key, value in (generation_config or {}).items():
+        for key, value in generation_config.items():
             key = aliases.get(key, key)
             if key in names and value is not None:
-                listed = key in ("stop", "infill_candidates") and isinstance(value, list)
+                listed = key in ("stop", "stop_token_ids", "infill_candidates") and isinstance(value, list)
                 values[key] = tuple(value) if listed else value
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

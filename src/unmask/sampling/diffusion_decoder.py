@@ -29,8 +29,9 @@ token i + 1, whose predictions for [s, e) come from the logits at [s - 1, e - 1)
   pass), and c becomes s. Block attention keeps finished blocks blind to later ones, so this equals
   recomputing the whole canvas.
 
-Once a row reveals its end-of-text token, every masked position after it becomes end-of-text too, so
-no step is spent past the end of an answer (infilling rows keep decoding: their end is the suffix).
+Once a row reveals one of its stop tokens (settings.stop_ids: end-of-text, or any id that ends a turn),
+every masked position after it becomes the row's first stop id (its end-of-text) too, so no step is
+spent past the end of an answer (infilling rows keep decoding: their end is the suffix).
 """
 
 from __future__ import annotations
@@ -53,20 +54,19 @@ class Poll:
 
 class DiffusionDecoder:
     def __init__(self, model: torch.nn.Module, canvas: Canvas, settings: RowSettings, *, cache: str = "none",
-                 refresh_every: int = 0, eos_fill: list[bool] | None = None, eos_id: int | None = None):
+                 refresh_every: int = 0, eos_fill: list[bool] | None = None):
         cfg = model.config
         assert cache in ("none", "prefix", "dual", "block")
         assert cache != "block" or cfg.attention == "block_causal"
         self.model, self.canvas, self.settings = model, canvas, settings
         self.cache_mode, self.refresh_every = cache, refresh_every
         self.shift = 1 if cfg.shift_logits else 0
-        self.eos_id = eos_id
         B, W = canvas.tokens.shape
         device = canvas.tokens.device
         self.device = device
         fill = eos_fill if eos_fill is not None else [True] * B
         self.eos_fill = torch.tensor(fill, dtype=torch.bool, device=device)
-        self.any_eos_fill = eos_id is not None and any(fill)
+        self.any_eos_fill = any(fill) and settings.stop_ids.shape[1] > 0
         self.kv = KVCache.for_model(model, B, W) if cache != "none" else None
         self.committed_until = 0  # block cache: slots [0, committed_until) hold exact keys
         self.answer_start = torch.tensor([r.answer_start for r in canvas.rows], device=device)
@@ -163,10 +163,10 @@ class DiffusionDecoder:
         self.revealed += reveal.sum(-1)
         self.logprob += torch.where(reveal, confidence.clamp_min(1e-30).log(), torch.zeros_like(confidence)).sum(-1)
         if self.any_eos_fill:
-            is_eos = reveal & (tokens == self.eos_id) & self.eos_fill[:, None]
-            first = torch.where(is_eos, self.columns[s:e], c.width).min(-1).values  # [B]; W when none
+            is_end = reveal & self.settings.is_stop(tokens) & self.eos_fill[:, None]
+            first = torch.where(is_end, self.columns[s:e], c.width).min(-1).values  # [B]; W when none
             tail = c.masked & (self.columns[None, :] > first[:, None])
-            c.tokens.masked_fill_(tail, self.eos_id)
+            c.tokens.copy_(torch.where(tail, self.settings.fill_ids[:, None], c.tokens))
             c.masked &= ~tail
 
     # ----------------------------------------------------------------- host side
@@ -208,7 +208,7 @@ class DiffusionDecoder:
             setattr(self, name, getattr(self, name)[idx])
         if self.kv is not None:
             self.kv.select_rows(idx)
-        self.any_eos_fill = self.eos_id is not None and bool(self.eos_fill.any())
+        self.any_eos_fill = bool(self.eos_fill.any()) and self.settings.stop_ids.shape[1] > 0
         if not index:
             self.finished = True
 
@@ -227,7 +227,7 @@ class DiffusionDecoder:
         """
         assert self.at_block_boundary and other.at_block_boundary and not self.finished and not other.finished
         assert (self.model is other.model and self.cache_mode == other.cache_mode
-                and self.refresh_every == other.refresh_every and self.eos_id == other.eos_id
+                and self.refresh_every == other.refresh_every
                 and self.canvas.block_length == other.canvas.block_length)
         s_self, s_other = self.blocks[self.block_index][0], other.blocks[other.block_index][0]
         left_self, left_other = max(0, s_other - s_self), max(0, s_self - s_other)

@@ -37,12 +37,17 @@ class RowSettings:
     policy: torch.Tensor  # long [B], POLICY_CODES
     steps: torch.Tensor  # long [B]; steps per block of the `steps` policy
     random_order: torch.Tensor  # bool [B]
+    stop_ids: torch.Tensor  # long [B, K]: token ids that end each row's answer, padded with -1 (K may be 0)
     seeds: list[int] = field(default_factory=list)
 
     @classmethod
-    def from_configs(cls, configs: list[SamplerConfig], block_length: int, device) -> "RowSettings":
+    def from_configs(cls, configs: list[SamplerConfig], block_length: int, device,
+                     default_stop_ids: tuple[int, ...] = ()) -> "RowSettings":
+        """default_stop_ids: the stop tokens of rows whose config leaves stop_token_ids unset (None)."""
         def t(values, dtype):
             return torch.tensor(values, dtype=dtype, device=device)
+
+        stops = [default_stop_ids if c.stop_token_ids is None else c.stop_token_ids for c in configs]
 
         return cls(
             temperature=t([c.temperature for c in configs], torch.float32),
@@ -53,6 +58,7 @@ class RowSettings:
             policy=t([POLICY_CODES[c.policy] for c in configs], torch.long),
             steps=t([c.steps_per_block or block_length for c in configs], torch.long),
             random_order=t([c.policy == "steps" and c.order == "random" for c in configs], torch.bool),
+            stop_ids=_padded_ids(stops, device),
             seeds=[c.seed for c in configs],
         )
 
@@ -70,13 +76,32 @@ class RowSettings:
         idx = torch.tensor(index, dtype=torch.long, device=self.temperature.device)
         return RowSettings(self.temperature[idx], self.top_p[idx], self.top_k[idx], self.threshold[idx],
                            self.entropy_bound[idx], self.policy[idx], self.steps[idx], self.random_order[idx],
-                           [self.seeds[i] for i in index])
+                           self.stop_ids[idx], [self.seeds[i] for i in index])
 
     @classmethod
     def concat(cls, parts: list["RowSettings"]) -> "RowSettings":
         names = ["temperature", "top_p", "top_k", "threshold", "entropy_bound", "policy", "steps", "random_order"]
-        return cls(*[torch.cat([getattr(p, n) for p in parts]) for n in names],
+        K = max(p.stop_ids.shape[1] for p in parts)
+        stop_ids = torch.cat([torch.nn.functional.pad(p.stop_ids, (0, K - p.stop_ids.shape[1]), value=-1)
+                              for p in parts])
+        return cls(*[torch.cat([getattr(p, n) for p in parts]) for n in names], stop_ids=stop_ids,
                    seeds=[s for p in parts for s in p.seeds])
+
+    @property
+    def fill_ids(self) -> torch.Tensor:
+        """long [B]: each row's first stop id (its end-of-text), written over an ended answer's tail; -1: none."""
+        return self.stop_ids[:, 0] if self.stop_ids.shape[1] else torch.full_like(self.top_k, -1)
+
+    def is_stop(self, tokens: torch.Tensor) -> torch.Tensor:
+        """bool, the shape of `tokens` ([B] or [B, N]): the token is one of its row's stop ids."""
+        stops = self.stop_ids if tokens.dim() == 1 else self.stop_ids[:, None, :]
+        return (tokens[..., None] == stops).any(-1)
+
+
+def _padded_ids(rows: list[tuple[int, ...]], device) -> torch.Tensor:
+    K = max((len(r) for r in rows), default=0)
+    return torch.tensor([list(r) + [-1] * (K - len(r)) for r in rows], dtype=torch.long,
+                        device=device).reshape(len(rows), K)
 
 
 def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,9 @@ class Codec:
     def __init__(self, tokenizer: Any, model_config):
         self.tokenizer = tokenizer
         self.eos_id = model_config.eos_token_id
+        # Stop tokens of a request whose config leaves stop_token_ids unset: generate() callers that pass
+        # a bare SamplerConfig get the model's end-of-text id (load_model's generation_config lists more).
+        self.default_stop_ids = (self.eos_id,) if self.eos_id is not None else ()
         self.mask_id = model_config.mask_token_id
         self.pad_id = next((t for t in (model_config.pad_token_id, model_config.eos_token_id) if t is not None), 0)
         self.bos_id = model_config.bos_token_id
@@ -108,6 +111,11 @@ def plan_rows(model: torch.nn.Module, codec: Codec, request_id: Hashable, reques
     if cfg.attention != "causal" and cfg.mask_token_id is None:
         raise UnmaskError("the model's config.json has no mask_token_id, so it cannot be sampled as a diffusion model")
     resolve_cache(config.cache, cfg.attention)
+    if config.stop_token_ids is None:
+        config = config.replace(stop_token_ids=codec.default_stop_ids)
+    outside = [t for t in config.stop_token_ids if t >= cfg.vocab_size]
+    if outside:
+        raise UnmaskError(f"stop_token_ids: {outside[0]} is outside the model's vocabulary of {cfg.vocab_size}")
     resolve_block_length(config.block_length, cfg.attention, cfg.block_size)
     context = cfg.max_position_embeddings
     used = len(prompt_ids) + len(suffix_ids)
@@ -130,14 +138,14 @@ def make_decoder(model: torch.nn.Module, codec: Codec, rows: list[Row]):
     if cfg.attention == "causal":
         settings = RowSettings.from_configs([r.config for r in rows], 1, device)
         return ARDecoder(model, [r.prompt_ids for r in rows], [r.answer_len for r in rows], settings, cache=cache,
-                         eos_id=codec.eos_id, pad_id=codec.pad_id, device=device)
+                         pad_id=codec.pad_id, device=device)
     block_length = resolve_block_length(first.block_length, cfg.attention, cfg.block_size)
     canvas = build_canvas([r.prompt_ids for r in rows], [r.answer_len for r in rows], [r.suffix_ids for r in rows],
                           mask_id=cfg.mask_token_id, pad_id=codec.pad_id, block_length=block_length,
                           align=cfg.block_size if cfg.attention == "block_causal" else None, device=device)
     settings = RowSettings.from_configs([r.config for r in rows], canvas.block_length, device)
     return DiffusionDecoder(model, canvas, settings, cache=cache, refresh_every=first.refresh_every,
-                            eos_fill=[r.kind != "middle" for r in rows], eos_id=codec.eos_id)
+                            eos_fill=[r.kind != "middle" for r in rows])
 
 
 @dataclass
@@ -264,11 +272,12 @@ class BatchRunner:
             self.decoder.poll()
 
     def _final_ids(self, ids: list[int], row: Row) -> list[int]:
-        """The answer's tokens up to its end: before end-of-text, or (a diffusion middle) without filler tokens."""
+        """The answer's tokens up to its end: before its first stop token, or (a diffusion middle) without
+        filler tokens (stop tokens, padding)."""
         c = self.codec
         if row.kind == "middle":
-            return infill.strip_fillers(ids, {c.eos_id, c.pad_id, c.mask_id})
-        ids, _ = cut_at(ids, c.eos_id)
+            return infill.strip_fillers(ids, {c.eos_id, c.pad_id, c.mask_id, *row.config.stop_token_ids})
+        ids, _ = cut_at(ids, row.config.stop_token_ids)
         return [t for t in ids if t != c.mask_id]
 
     def _outcome(self, b: int, lv: _Live, committed: int, counters: dict, wall: float) -> Outcome:
@@ -279,7 +288,7 @@ class BatchRunner:
         elif isinstance(dec, ARDecoder):
             ended = committed < row.answer_len  # it stopped on end-of-text before its budget
         else:
-            ended = c.eos_id is not None and c.eos_id in raw
+            ended = cut_at(raw, row.config.stop_token_ids)[1]
         ids = self._final_ids(raw, row)
         text = c.decode(ids)
         stop = StopScan(row.config.stop).scan(text) if row.config.stop else None

@@ -1,4 +1,4 @@
-"""Where an answer ends: end-of-text, stop strings, the token budget (host-side, on final text only).
+"""Where an answer ends: stop tokens (end-of-text and the like), stop strings, the token budget (host-side, on final text only).
 
 A diffusion answer becomes final from left to right only in its committed prefix (the tokens before
 the first still-masked position), so stop strings are searched there: a stop string seen in a draft
@@ -9,13 +9,15 @@ and the stop string itself (as OpenAI's API does).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 
-def cut_at(ids: list[int], token_id: int | None) -> tuple[list[int], bool]:
-    """(ids before the first `token_id`, whether it occurred)."""
-    if token_id is not None and token_id in ids:
-        return ids[: ids.index(token_id)], True
+def cut_at(ids: list[int], stop_ids: Iterable[int]) -> tuple[list[int], bool]:
+    """(ids before the first of `stop_ids`, whether one occurred)."""
+    stops = set(stop_ids)
+    for i, t in enumerate(ids):
+        if t in stops:
+            return ids[:i], True
     return ids, False
 
 

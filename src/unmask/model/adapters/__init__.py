@@ -14,7 +14,8 @@ while the weights are loaded shard by shard) and the sampler defaults the model'
 Sampler defaults (`LoadedModel.generation_config`) use sampling.SamplerConfig's keys, each only where
 the authors set one: policy ("steps" | "threshold"), block_size (read as block_length), steps_per_block,
 threshold, temperature, top_p, top_k, max_new_tokens; plus the token ids mask_token_id, eos_token_id,
-pad_token_id, bos_token_id and stop_token_ids (every id that ends an answer, eos first).
+pad_token_id, bos_token_id and stop_token_ids (every id that ends an answer, eos first; the ids listed as
+eos_token_id in the folder's generation_config.json included).
 """
 
 from __future__ import annotations
@@ -52,7 +53,14 @@ def adapt(path: str | Path, config: dict[str, Any], tokenizer: Any | None = None
         tokenizer_config=read_json_if_present(path / "tokenizer_config.json"),
         hf_generation_config=read_json_if_present(path / GENERATION_CONFIG_FILE),
     )
-    return _ADAPTERS[model_type](folder)
+    adapted = _ADAPTERS[model_type](folder)
+    # Ids that the folder's Hugging Face generation_config.json lists as eos_token_id (one or a list) also
+    # end an answer, whatever the family's own defaults say (e.g. a fine-tune's extra end-of-turn token).
+    hf_generation = ForeignFolder(path, folder.hf_generation_config, file=GENERATION_CONFIG_FILE)
+    stops = list(adapted.generation_config.get("stop_token_ids", []))
+    stops += [i for i in hf_generation.token_ids("eos_token_id") if i not in stops]
+    adapted.generation_config["stop_token_ids"] = stops
+    return adapted
 
 
 __all__ = ["Adapted", "ForeignFolder", "SUPPORTED_MODEL_TYPES", "adapt"]
