@@ -1,14 +1,111 @@
-"""`unmask bench`: benchmark decoding speed.
+"""`unmask bench`: decoding speed, side by side, in one run, on the same prompts and new-token budget.
 
-Its options and work are built in issue #8; until then it says so and exits 2.
+    unmask bench --limit 8 --out runs/bench                  # bundled default vs vanilla vs default-ar
+    unmask bench --model DIR --ar-model DIR2 --batch-sizes 1,8 --device cuda --out runs/bench-gpu
+    unmask bench --shape llada-8b --random-weights --device cuda        # the engine alone, untrained weights
+    unmask bench --shape llada-8b --random-weights --layers 2           # a truncated shape that fits a CPU
+
+Decode mode measures the vanilla sampler, every fast policy and cache, and the autoregressive twin (cases.py);
+shape mode measures forward passes per step type against the weight-read floor (shapes.py). The table goes
+to stdout; with --out, bench.md and bench.json (figures, hardware, software, settings) too.
 """
 
+from __future__ import annotations
+
 import argparse
+from pathlib import Path
 
 
 def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
-    from ..cli import not_built
+    p = subparsers.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--model", default=None, help="diffusion model folder or bundled name (default: 'default')")
+    p.add_argument("--ar-model", default=None,
+                   help="autoregressive twin folder or bundled name; 'none' skips it (default: 'default-ar' "
+                        "when --model is the bundled default, else none)")
+    p.add_argument("--prompts", default="humaneval", help="'humaneval' (default), a .jsonl file with a "
+                   "\"prompt\" per line, or a text file that is one prompt")
+    p.add_argument("--limit", type=int, default=8, help="use the first N prompts (default 8; 0: all)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="new tokens per request (default 128)")
+    p.add_argument("--batch-sizes", default=None,
+                   help="comma-separated batch sizes (default 1,8; shape mode 1,8,32)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="auto: bfloat16 on a GPU; on a CPU the stored dtype (shape mode: float32)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per case; the median is reported (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default 1)")
+    p.add_argument("--threshold", type=float, default=None, help="threshold policy setting (default: the model's)")
+    p.add_argument("--entropy-bound", type=float, default=None, help="entropy policy bound (default: the model's)")
+    p.add_argument("--out", type=Path, default=None, help="write bench.md and bench.json into this folder")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling and random weights (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s = p.add_argument_group("shape mode (the engine without trained weights)")
+    s.add_argument("--shape", default=None, help="llada-8b, dream-7b, default, or dD-lN[-vV] (e.g. d256-l6)")
+    s.add_argument("--random-weights", action="store_true", help="required with --shape: weights are random")
+    s.add_argument("--layers", type=int, default=None,
+                   help="build only N of the shape's layers (figures labelled truncated)")
+    s.add_argument("--context", type=int, default=256, help="canvas / cache length in tokens (default 256)")
+    s.add_argument("--tokens-per-forward", type=Path, default=None, metavar="BENCH_JSON",
+                   help="a decode-mode bench.json of a trained model: derive tokens/s = forwards/s x its "
+                        "measured tokens per forward")
+    p.set_defaults(func=run)
+    return p
 
-    parser = subparsers.add_parser(name, help=help_text, description=help_text)
-    not_built(parser, issue=8)
-    return parser
+
+def parse_batch_sizes(text: str | None, default: list[int]) -> list[int]:
+    from ..errors import UnmaskError
+
+    if text is None:
+        return default
+    try:
+        sizes = [int(x) for x in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(b < 1 for b in sizes):
+        raise UnmaskError(f"--batch-sizes must be comma-separated positive integers such as 1,8, got {text!r}")
+    return sorted(set(sizes))
+
+
+def _device(name: str):
+    import torch
+
+    from ..errors import UnmaskError
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UnmaskError(f"--device {name}: not a device name (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UnmaskError(f"--device {name}: no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise UnmaskError(f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    from ..errors import UnmaskError
+
+    for flag, value, low in (("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--limit", args.limit, 0),
+                             ("--max-new-tokens", args.max_new_tokens, 1)):
+        if value < low:
+            raise UnmaskError(f"{flag} must be >= {low}, got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..errors import UnmaskError
+
+    _check_counts(args)
+    if args.shape is not None and not args.random_weights:
+        raise UnmaskError("--shape measures untrained weights; add --random-weights")
+    if args.random_weights and args.shape is None:
+        raise UnmaskError("--random-weights needs --shape NAME")
+    device = _device(args.device)
+    torch.manual_seed(args.seed)
+    if args.shape is not None:
+        from .shape_run import run_shape
+
+        return run_shape(args, device)
+    from .decode_run import run_decode
+
+    return run_decode(args, device)
