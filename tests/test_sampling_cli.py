@@ -90,7 +90,9 @@ def test_same_seed_same_output(model_dir, capsys):
     (["abc", "--model", "{tmp}/nowhere"], "no such model folder"),
     (["abc"], "bundled model 'default'"),
     (["--prompt-file", "{tmp}/missing.py", "--model", "{model}"], "--prompt-file"),
-    (["abc", "--model", "{model}", "--max-new-tokens", "0"], "max_new_tokens"),
+    (["abc", "--model", "{model}", "--max-new-tokens", "0"], "--max-new-tokens must be an integer >= 1"),
+    (["abc", "--model", "{model}", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["abc", "--model", "{model}", "--stop-token-ids", "2,x"], "--stop-token-ids '2,x': expected"),
     (["abc", "--model", "{model}", "--cache", "kv"], "cache 'kv' does not apply"),
 ])
 def test_bad_input_is_one_line_error(argv, message, model_dir, block_model_dir, tmp_path, capsys):

@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..sampling.cli_args import add_sampler_arguments, sampler_config_from_args
+
 CODE_TASKS = ("humaneval", "infill-single", "infill-multi", "infill-span")
 OTHER_TASKS = ("lines", "likelihood", "sweep")
 LINES_DEFAULT_MAX_NEW_TOKENS = 32  # a line rarely needs more; a 128-token canvas would cost 4x per step
@@ -72,36 +74,16 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
                     help="a sampler setting and its values (repeatable; the grid is every combination)")
     sw.add_argument("--ar-model", default=None,
                     help="the autoregressive twin, evaluated once (its generation_config.json and the flags given)")
-    add_sampler_flags(p.add_argument_group("sampler (defaults: the model's generation_config.json, then these)"))
+    # The seed is the run's (it also seeds the samples); stops and infill lengths are set per task.
+    add_sampler_arguments(p.add_argument_group("sampler (defaults: the model's generation_config.json, then these; "
+                                               f"lines: --max-new-tokens {LINES_DEFAULT_MAX_NEW_TOKENS})"),
+                          exclude=("seed", "stop", "infill_length"))
     p.set_defaults(func=run)
     return p
 
 
-def add_sampler_flags(group) -> None:
-    """The sampler flags of `unmask generate`, with the same names and destinations, so that
-    `unmask.sampling.cli.sampler_config` reads them (per-sample seeds and stops are set by the runner)."""
-    group.add_argument("--policy", choices=("steps", "threshold", "entropy"), default=None,
-                       help="which masked positions a step reveals")
-    group.add_argument("--threshold", type=float, default=None, help="threshold policy: reveal confidence >= this")
-    group.add_argument("--entropy-bound", type=float, default=None, help="entropy policy: summed-entropy bound (nats)")
-    group.add_argument("--steps", type=int, default=None, help="steps policy: steps per block")
-    group.add_argument("--order", choices=("confidence", "random"), default=None, help="steps policy: reveal order")
-    group.add_argument("--block-size", "--block-length", dest="block_length", type=int, default=None,
-                       help="semi-autoregressive block length (0: the whole answer at once)")
-    group.add_argument("--cache", choices=("auto", "none", "prefix", "dual", "block", "kv"), default=None,
-                       help="key/value cache (auto: the best for the model)")
-    group.add_argument("--max-new-tokens", type=int, default=None,
-                       help=f"answer length limit in tokens (lines: {LINES_DEFAULT_MAX_NEW_TOKENS} unless given)")
-    group.add_argument("--temperature", type=float, default=None, help="0: greedy")
-    group.add_argument("--top-p", type=float, default=None)
-    group.add_argument("--top-k", type=int, default=None)
-
-
 def _sampler_config(args: argparse.Namespace, generation_config: dict, **overrides):
-    from ..sampling.cli import sampler_config
-
-    ns = argparse.Namespace(**{**vars(args), "stop": None, "infill_length": None})
-    config = sampler_config(ns, generation_config)
+    config = sampler_config_from_args(args, generation_config, seed=args.seed)
     return config.replace(**overrides) if overrides else config
 
 

@@ -175,5 +175,5 @@ def sampler_field_types() -> dict[str, Any]:
     """The SamplerConfig fields a grid may vary, with their defaults."""
     from ..sampling import SamplerConfig
 
-    skip = {"seed", "stop", "infill_candidates"}  # the seed and stops are set per sample by the runner
+    skip = {"seed", "stop", "stop_token_ids", "infill_candidates"}  # seed and stops: set per sample by the runner
     return {f.name: f.default for f in dataclasses.fields(SamplerConfig) if f.name not in skip}

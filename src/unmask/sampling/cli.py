@@ -5,7 +5,8 @@
     echo 'import os' | unmask generate --model DIR --watch    # prompt from stdin; watch the draft refine
     unmask generate 'def f(x):\n    return ' --suffix '\n' --model DIR   # infill between prompt and suffix
 
-Sampler defaults come from the model folder's generation_config.json; flags override them.
+Sampler defaults come from the model folder's generation_config.json; flags (cli_args.py, shared with
+`unmask eval`, `serve` and `bench`) override them.
 The generated text goes to stdout (after the prompt, unless --only-new); --stats writes the
 statistics to stderr; --json writes one JSON object instead.
 """
@@ -17,8 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-POLICY_CHOICES = ("steps", "threshold", "entropy")
-CACHE_CHOICES = ("auto", "none", "prefix", "dual", "block", "kv")
+from .cli_args import CACHE_CHOICES, POLICY_CHOICES, add_sampler_arguments, sampler_config_from_args
+
+__all__ = ["CACHE_CHOICES", "POLICY_CHOICES", "register", "run"]
 
 
 def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -29,27 +31,7 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="checkpoint folder or bundled name (default: the bundled 'default')")
     p.add_argument("--suffix", default=None, help="infill: the text after the gap (the prompt is the text before)")
     p.add_argument("--suffix-file", type=Path, help="infill: read the suffix from this file")
-    s = p.add_argument_group("sampler (defaults: the model's generation_config.json, then these)")
-    s.add_argument("--policy", choices=POLICY_CHOICES, default=None, help="which masked positions a step reveals")
-    s.add_argument("--threshold", type=float, default=None,
-                   help="threshold policy: reveal confidence >= this, in (0, 1]")
-    s.add_argument("--entropy-bound", type=float, default=None, help="entropy policy: summed-entropy bound (nats)")
-    s.add_argument("--steps", type=int, default=None,
-                   help="steps policy: steps per block (default: one token per step)")
-    s.add_argument("--order", choices=("confidence", "random"), default=None, help="steps policy: reveal order")
-    s.add_argument("--block-size", "--block-length", dest="block_length", type=int, default=None, metavar="N",
-                   help="semi-autoregressive block length in tokens (0: the whole answer at once; default 32, or "
-                        "a block-diffusion model's own block size)")
-    s.add_argument("--cache", choices=CACHE_CHOICES, default=None,
-                   help="key/value cache (auto: the best for the model)")
-    s.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit in tokens")
-    s.add_argument("--temperature", type=float, default=None, help="0: greedy")
-    s.add_argument("--top-p", type=float, default=None, help="nucleus sampling: keep this much probability mass")
-    s.add_argument("--top-k", type=int, default=None, help="keep only the k most likely tokens (0: all)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
-    s.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
-    s.add_argument("--infill-length", type=int, default=None,
-                   help="infill: the middle's length in tokens (default: try several and keep the most likely)")
+    add_sampler_arguments(p.add_argument_group("sampler (defaults: the model's generation_config.json, then these)"))
     o = p.add_argument_group("output")
     o.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     o.add_argument("--watch", action="store_true", help="draw the draft as it refines")
@@ -92,20 +74,6 @@ def _read_file(path: Path, flag: str) -> str:
         raise UnmaskError(f"{flag} {path}: cannot read it ({e.__class__.__name__})") from None
 
 
-def sampler_config(args: argparse.Namespace, generation_config: dict):
-    from ..errors import UnmaskError
-    from .config import SamplerConfig
-
-    if args.threshold is not None and not 0 < args.threshold <= 1:
-        raise UnmaskError(f"--threshold must be in (0, 1], got {args.threshold}")
-    overrides = dict(policy=args.policy, threshold=args.threshold, entropy_bound=args.entropy_bound,
-                     steps_per_block=args.steps, order=args.order, cache=args.cache,
-                     max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                     top_k=args.top_k, seed=args.seed, stop=tuple(args.stop) if args.stop else None,
-                     infill_length=args.infill_length, block_length=args.block_length)
-    return SamplerConfig.from_generation_config(generation_config, **overrides)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..errors import UnmaskError
     from ..model import load_model
@@ -115,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     lm = load_model(args.model, device=args.device)
     if lm.tokenizer is None:
         raise UnmaskError(f"{lm.path}: no tokenizer.json in the model folder")
-    config = sampler_config(args, lm.generation_config)
+    config = sampler_config_from_args(args, lm.generation_config)
     request = Request(prompt=prompt, suffix=suffix)
     if args.watch:
         view = _Watch(prompt if not args.only_new else "")
