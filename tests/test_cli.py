@@ -42,7 +42,9 @@ class Block:
 sys.meta_path.insert(0, Block())
 import importlib
 for m in {CORE_MODULES!r}:
-    importlib.import_module(m)
+    module = importlib.import_module(m)
+    for name in getattr(module, '__all__', ()):  # lazy packages import their modules on first use
+        getattr(module, name)
 from unmask.cli import build_parser
 build_parser()
 print('ok')

@@ -9,9 +9,13 @@
     optim.py          AdamW parameter groups and the warm-up + cosine schedule
     progress.py       progress bar and JSON-lines log
     cli.py            `unmask train`
+
+The public names below are imported on first use (unmask/lazy.py), so that `unmask --help` does not
+import torch.
 """
 
-from .config import TrainConfig, load_config
-from .loop import TrainResult, train
+from ..lazy import lazy_exports
 
-__all__ = ["TrainConfig", "TrainResult", "load_config", "train"]
+_EXPORTS = {"TrainConfig": ".config", "load_config": ".config", "TrainResult": ".loop", "train": ".loop"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
