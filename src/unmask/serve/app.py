@@ -178,7 +178,8 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
         overrides = dict(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, policy=body.policy,
                          threshold=body.threshold, entropy_bound=body.entropy_bound, block_length=body.block_length,
                          max_new_tokens=max_tokens or min(served.defaults.max_new_tokens, limits.max_tokens),
-                         stop=tuple(body.stop) + extra_stops)
+                         # The model's own stop strings (generation_config.json) stay: they are part of its format.
+                         stop=tuple(dict.fromkeys(served.defaults.stop + tuple(body.stop) + extra_stops)))
         overrides = {k: v for k, v in overrides.items() if v is not None}
         job = engine.new_job(served, [], drafts=bool(body.stream and body.diffusing))
         try:

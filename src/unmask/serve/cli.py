@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..sampling.cli import CACHE_CHOICES, POLICY_CHOICES
+from ..sampling.cli_args import add_sampler_arguments
 
 
 def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -40,17 +40,9 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
                    help="seeds the seeds of requests that give none (default 0); a request's seed is its own")
     p.add_argument("--graceful-timeout", metavar="S", type=float, default=30.0,
                    help="on SIGTERM, seconds to let in-flight requests finish (default 30)")
-    s = p.add_argument_group("sampler defaults (a model's generation_config.json, then these; requests override)")
-    s.add_argument("--policy", choices=POLICY_CHOICES, default=None, help="which masked positions a step reveals")
-    s.add_argument("--threshold", type=float, default=None, metavar="P",
-                   help="threshold policy: reveal confidence >= P (above 1: one token per step)")
-    s.add_argument("--entropy-bound", type=float, default=None, metavar="NATS", help="entropy policy: the bound")
-    s.add_argument("--block-length", type=int, default=None, metavar="N",
-                   help="block length in tokens (0: the whole answer as one block)")
-    s.add_argument("--cache", choices=CACHE_CHOICES, default=None,
-                   help="key/value cache (auto: the best for the model)")
-    s.add_argument("--default-max-tokens", type=int, default=None, metavar="N",
-                   help="max_tokens of a request that gives none (default: the model's, capped by --max-tokens)")
+    s = p.add_argument_group("sampler defaults (each model's generation_config.json, then these; a request's own "
+                             "fields win; --max-new-tokens: for requests without max_tokens)")
+    add_sampler_arguments(s, exclude=("seed", "stop", "infill_length"))
     p.set_defaults(func=run)
     return p
 
@@ -75,24 +67,20 @@ def loader(names: list[str], args: argparse.Namespace):
     """A function that loads every model (run on the engine's thread) after resolving them up front here."""
     from ..errors import UnmaskError
     from ..model.loading import load_model, resolve_model_path
-    from ..sampling.config import SamplerConfig
+    from ..sampling.cli_args import sampler_config_from_args
     from .engine import ServedModel
 
     resolved = [resolve_model_path(n) for n in names]  # a missing model is a one-line error before binding
     served_names = [name for name, _ in resolved]
     if len(set(served_names)) != len(served_names):
         raise UnmaskError(f"--model: two models would be served under the same name ({', '.join(served_names)})")
-    if args.threshold is not None and not 0 < args.threshold:
-        raise UnmaskError(f"--threshold must be > 0, got {args.threshold}")
-    overrides = dict(policy=args.policy, threshold=args.threshold, entropy_bound=args.entropy_bound,
-                     block_length=args.block_length, cache=args.cache, max_new_tokens=args.default_max_tokens)
 
     def load() -> list[ServedModel]:
         models = []
         for name, path in resolved:
             lm = load_model(path, device=args.device)
             lm.model.eval()
-            defaults = SamplerConfig.from_generation_config(lm.generation_config, **overrides)
+            defaults = sampler_config_from_args(args, lm.generation_config)
             models.append(ServedModel(name, lm, defaults))
         return models
 
