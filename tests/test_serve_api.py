@@ -173,7 +173,7 @@ def test_metrics_report_requests_and_throughput(server, client):
     for name in ("unmask_requests_total", "unmask_queue_depth", "unmask_batch_size",
                  "unmask_time_to_first_token_seconds_count", "unmask_request_latency_seconds_count",
                  "unmask_output_tokens_total", "unmask_forward_passes_total", "unmask_tokens_per_forward_pass_count",
-                 "unmask_request_output_tokens_per_second_count"):
+                 "unmask_request_output_tokens_per_second_count", "process_resident_memory_bytes"):
         assert name in text
     assert 'unmask_requests_total{route="/v1/completions",status="200"}' in text
     assert server.metric("unmask_output_tokens_total") >= 8

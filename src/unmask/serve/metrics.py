@@ -2,7 +2,7 @@
 
 Request counts by route and status, queue depth, rows in the running batches, time to the first
 text, end-to-end latency, output tokens (a counter: its rate is the output tokens/s), forward passes,
-per-request tokens/s and tokens per forward pass.
+per-request tokens/s and tokens per forward pass; and the process's CPU time and memory.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 class Metrics:
     def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
         self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)  # CPU seconds, resident memory, open files of the server process
         seconds = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120)
         self.requests = Counter("unmask_requests", "HTTP requests by route and status code",
                                 ["route", "status"], registry=r)
