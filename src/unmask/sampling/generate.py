@@ -60,7 +60,7 @@ class Stats:
 class Result:
     text: str  # the answer (for infilling: the middle alone)
     token_ids: list[int]
-    finish_reason: str  # "stop" (end-of-text or a stop string) or "length"
+    finish_reason: str  # "stop" (a stop token such as end-of-text, or a stop string) or "length"
     stats: Stats
     prompt_tokens: int
     infill_length: int | None = None  # middle slots of the chosen candidate (diffusion infilling)
