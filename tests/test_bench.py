@@ -117,11 +117,13 @@ def test_shape_mode_floor_and_derived_tokens_per_s(models, tmp_path, capsys):
     assert bench(capsys, *decode_args(models, decode, "--batch-sizes", "1"))[0] == 0
     out = tmp_path / "shape"
     code, stdout, _ = bench(capsys, "--shape", "d64-l3-v64", "--random-weights", "--layers", 2, "--context", 64,
-                            "--batch-sizes", "1,2", "--repeats", 1, "--warmup", 0, "--out", out,
+                            "--block", 16, "--batch-sizes", "1,2", "--repeats", 1, "--warmup", 0, "--out", out,
                             "--tokens-per-forward", decode / "bench.json")
     assert code == 0
     data = json.loads((out / "bench.json").read_text())
     assert data["mode"] == "shape" and data["truncated"] and data["layers_built"] == 2 and data["layers_full"] == 3
+    assert data["settings"]["block"] == 16 and {r["tokens_fed"] for r in data["rows"] if r["batch_size"] == 1} == {
+        64, 16, 1}
     assert "TRUNCATED to 2 of 3 layers" in stdout and "(measured)" in stdout and "(derived)" in stdout
     assert [(r["step"], r["batch_size"]) for r in data["rows"]] == [
         (s, b) for b in (1, 2) for s in ("full", "dual block", "block cache", "ar step")]
@@ -149,6 +151,7 @@ def test_shape_mode_floor_and_derived_tokens_per_s(models, tmp_path, capsys):
     (("--shape", "d256-l6"), "add --random-weights"),
     (("--shape", "gpt-17", "--random-weights"), "--shape gpt-17: unknown shape"),
     (("--shape", "d64-l2", "--random-weights", "--layers", "3"), "--layers must be in [1, 2]"),
+    (("--shape", "d64-l2", "--random-weights", "--context", "64", "--block", "48"), "must hold at least two blocks"),
 ])
 def test_clear_one_line_errors(models, capsys, argv, message):
     argv = [a.replace("MODELS", str(models)) for a in argv]

@@ -44,6 +44,7 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     s.add_argument("--layers", type=int, default=None,
                    help="build only N of the shape's layers (figures labelled truncated)")
     s.add_argument("--context", type=int, default=256, help="canvas / cache length in tokens (default 256)")
+    s.add_argument("--block", type=int, default=32, help="block length of the block steps in tokens (default 32)")
     s.add_argument("--tokens-per-forward", type=Path, default=None, metavar="BENCH_JSON",
                    help="a decode-mode bench.json of a trained model: derive tokens/s = forwards/s x its "
                         "measured tokens per forward")

@@ -18,7 +18,7 @@ from ..errors import UnmaskError
 from .cli import parse_batch_sizes
 from .hardware import available_memory_bytes, device_info, memory_bandwidth, software_info
 from .report import derived_table, shape_table, write_outputs
-from .shapes import check_fits, make_steps, parameter_bytes, random_model, run_step, shape_config
+from .shapes import check_fits, check_steps, make_steps, parameter_bytes, random_model, run_step, shape_config
 from .timing import median, seconds_per_call
 
 # Which step type a decode-mode case repeats (prefix-cache steps feed a length that varies with the block).
@@ -31,7 +31,8 @@ def derive(rows: list[dict], path) -> list[dict]:
         data = json.loads(path.read_text())
         cases = [r for r in data["rows"] if r["batch_size"] == min(x["batch_size"] for x in data["rows"])]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UnmaskError(f"--tokens-per-forward {path}: not a decode-mode bench.json ({e.__class__.__name__})") from None
+        what = e.__class__.__name__
+        raise UnmaskError(f"--tokens-per-forward {path}: not a decode-mode bench.json ({what})") from None
     out = []
     for case in cases:
         step = CASE_STEP.get(case.get("config", {}).get("cache"))
@@ -50,7 +51,9 @@ def run_shape(args: argparse.Namespace, device: torch.device) -> int:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
     config, full_layers = shape_config(args.shape, layers=args.layers, context=args.context)
-    check_fits(args.shape, config, full_layers, dtype, max(batch_sizes), args.context, available_memory_bytes(device))
+    check_steps(args.context, args.block)
+    check_fits(args.shape, config, full_layers, dtype, max(batch_sizes), args.context, available_memory_bytes(device),
+               args.block)
     bandwidth = memory_bandwidth(device)
     model = random_model(config, device, dtype, args.seed)
     total_bytes, read_bytes = parameter_bytes(config, dtype)
@@ -64,7 +67,7 @@ def run_shape(args: argparse.Namespace, device: torch.device) -> int:
     except ImportError:
         bar = None
     for batch in batch_sizes:
-        for step in make_steps(model, batch, args.context, device, gen):
+        for step in make_steps(model, batch, args.context, device, gen, args.block):
             times = seconds_per_call(lambda: run_step(model, step), device, warmup=args.warmup, repeats=args.repeats)
             t = median(times)
             rows.append({"step": step.name, "batch_size": batch, "tokens_fed": step.tokens_fed * batch,
@@ -83,7 +86,7 @@ def run_shape(args: argparse.Namespace, device: torch.device) -> int:
         "layers_full": full_layers, "config": {k: v for k, v in vars(config).items()},
         "dtype": str(dtype).replace("torch.", ""), "parameter_bytes": total_bytes, "weight_bytes_read": read_bytes,
         "bandwidth_bytes_per_s": bandwidth, "floor_seconds": floor,
-        "settings": {"batch_sizes": batch_sizes, "context": args.context, "device": str(device),
+        "settings": {"batch_sizes": batch_sizes, "context": args.context, "block": args.block, "device": str(device),
                      "repeats": args.repeats, "warmup": args.warmup, "seed": args.seed, "layers": args.layers,
                      "tokens_per_forward": str(args.tokens_per_forward) if args.tokens_per_forward else None},
         "hardware": hardware, "software": software_info(), "rows": rows, "derived": derived,
@@ -95,7 +98,8 @@ def run_shape(args: argparse.Namespace, device: torch.device) -> int:
     }
     where = (hardware["gpu"]["name"] if hardware["gpu"] else
              f"{hardware['cpu_model']}, {hardware['cpu_cores']} cores, {hardware['torch_threads']} torch threads")
-    parts = [f"## unmask bench --shape {label}, random weights, {data['dtype']}, context {args.context}",
+    parts = [f"## unmask bench --shape {label}, random weights, {data['dtype']}, context {args.context}, "
+             f"block {args.block}",
              f"Device: {where}. Weights read per pass {read_bytes / 2**20:,.1f} MiB; measured copy bandwidth "
              f"{bandwidth / 1e9:.1f} GB/s; floor {1e3 * floor:.3f} ms per pass (derived).", shape_table(rows)]
     if derived:

@@ -4,9 +4,9 @@ Shape legend: B batch, L context (tokens in the canvas), N tokens fed by a step,
 
 Step types (the work of one decoder step on an L-token canvas; the LM head runs only where the decoder
 needs logits):
-- `full`: all L tokens, no cache (the vanilla sampler's step), logits for one 32-token block;
-- `dual block`: a 32-token block against a dual cache of L slots (Fast-dLLM), logits for the block;
-- `block cache`: a 32-token block of a block_causal model against the exact cache of the finished blocks;
+- `full`: all L tokens, no cache (the vanilla sampler's step), logits for one block (32 tokens unless --block);
+- `dual block`: a block against a dual cache of L slots (Fast-dLLM), logits for the block;
+- `block cache`: a block of a block_causal model against the exact cache of the finished blocks;
 - `ar step`: one token against an L-slot key/value cache (the autoregressive twin's step).
 
 Each is timed against its floor: the bytes of the weights one forward pass reads (every parameter but the
@@ -26,7 +26,7 @@ from ..errors import UnmaskError
 from ..model import ModelConfig, Transformer
 from ..model.kv_cache import KVCache
 
-BLOCK = 32
+BLOCK = 32  # the default block length (tokens)
 STEP_TYPES = ("full", "dual block", "block cache", "ar step")
 # Published shapes (config.json of each family) and ours. Context defaults come from --context.
 SHAPES = {
@@ -74,7 +74,7 @@ def parameter_bytes(config: ModelConfig, dtype: torch.dtype) -> tuple[int, int]:
     return total, read
 
 
-def memory_needed(config: ModelConfig, dtype: torch.dtype, batch: int, context: int) -> int:
+def memory_needed(config: ModelConfig, dtype: torch.dtype, batch: int, context: int, block: int = BLOCK) -> int:
     """Bytes for the weights, a context-long cache and the largest step's activations at this batch (an estimate)."""
     size = torch.empty((), dtype=dtype).element_size()
     weights, _ = parameter_bytes(config, dtype)
@@ -83,21 +83,21 @@ def memory_needed(config: ModelConfig, dtype: torch.dtype, batch: int, context: 
     tokens = batch * context  # the full step feeds the whole canvas
     act = tokens * (6 * config.hidden_size + 3 * config.intermediate_size) * size
     scores = batch * config.num_attention_heads * context * context * size  # attention weights with a mask
-    logits = batch * BLOCK * config.vocab_size * 4
+    logits = batch * block * config.vocab_size * 4
     return weights + cache + act + scores + logits
 
 
 def check_fits(name: str, config: ModelConfig, full_layers: int, dtype: torch.dtype, batch: int, context: int,
-               available: int | None) -> None:
+               available: int | None, block: int = BLOCK) -> None:
     """UnmaskError with the memory needed and the --layers that would fit, when the shape does not fit."""
     if available is None:
         return
-    need = memory_needed(config, dtype, batch, context)
+    need = memory_needed(config, dtype, batch, context, block)
     budget = int(0.8 * available)
     if need <= budget:
         return
     one = ModelConfig(**{**config.__dict__, "num_hidden_layers": 1})
-    base = memory_needed(one, dtype, batch, context)
+    base = memory_needed(one, dtype, batch, context, block)
     per_layer = (need - base) / max(config.num_hidden_layers - 1, 1) if config.num_hidden_layers > 1 else base
     fit = int((budget - base) // per_layer) + 1 if budget >= base else 0
     hint = (f"pass --layers {min(fit, full_layers)} (of {full_layers}) to build only that many layers; figures "
@@ -128,20 +128,26 @@ def random_model(config: ModelConfig, device: torch.device, dtype: torch.dtype, 
 class Step:
     name: str
     attention: str  # the attention mode the step runs under
+    block_size: int | None  # the block_causal model's block size
     tokens_fed: int
     keys: int
     run: object  # () -> logits
 
 
-def make_steps(model: Transformer, batch: int, context: int, device: torch.device, gen: torch.Generator) -> list[Step]:
+def check_steps(context: int, block: int) -> None:
+    if block < 1 or context < 2 * block:
+        raise UnmaskError(f"--context ({context}) must hold at least two blocks of --block ({block}) tokens")
+
+
+def make_steps(model: Transformer, batch: int, context: int, device: torch.device, gen: torch.Generator,
+               block: int = BLOCK) -> list[Step]:
     """The four step types on one set of weights, each with its cache prefilled (prefill is not timed)."""
     cfg = model.config
     L = context
-    if L < 2 * BLOCK:
-        raise UnmaskError(f"--context must be at least {2 * BLOCK} tokens, got {L}")
+    assert 1 <= block and 2 * block <= L, "checked by check_steps"
     canvas = torch.randint(6, cfg.vocab_size, (batch, L), generator=gen, device=device)
-    block_logits = slice(L - BLOCK, L)
-    s = L - 2 * BLOCK  # the dual-cache block: the one before last, with masked keys after it
+    block_logits = slice(L - block, L)
+    s = L - 2 * block  # the dual-cache block: the one before last, with masked keys after it
 
     def full():
         return model(canvas, logits_slice=block_logits)
@@ -151,33 +157,33 @@ def make_steps(model: Transformer, batch: int, context: int, device: torch.devic
         model(canvas[:, :upto], cache=kv, cache_start=0, logits_slice=slice(-1, None))
         return kv
 
-    steps = [Step("full", "bidirectional", L, L, full)]
+    steps = [Step("full", "bidirectional", None, L, L, full)]
     with torch.no_grad():
         dual = prefilled(L)
-    steps.append(Step("dual block", "bidirectional", BLOCK, L,
-                      lambda: model(canvas[:, s:s + BLOCK], cache=dual, cache_start=s)))
-    _set_attention(cfg, "block_causal")
+    steps.append(Step("dual block", "bidirectional", None, block, L,
+                      lambda: model(canvas[:, s:s + block], cache=dual, cache_start=s)))
+    _set_attention(cfg, "block_causal", block)
     with torch.no_grad():
-        exact = prefilled(L - BLOCK)
-    steps.append(Step("block cache", "block_causal", BLOCK, L,
-                      lambda: model(canvas[:, L - BLOCK:], cache=exact, cache_start=L - BLOCK)))
+        exact = prefilled(L - block)
+    steps.append(Step("block cache", "block_causal", block, block, L,
+                      lambda: model(canvas[:, L - block:], cache=exact, cache_start=L - block)))
     _set_attention(cfg, "causal")
     with torch.no_grad():
         ar = prefilled(L - 1)
-    steps.append(Step("ar step", "causal", 1, L,
+    steps.append(Step("ar step", "causal", None, 1, L,
                       lambda: model(canvas[:, L - 1:], cache=ar, cache_start=L - 1)))
     _set_attention(cfg, "bidirectional")
     return steps
 
 
-def _set_attention(config: ModelConfig, attention: str) -> None:
+def _set_attention(config: ModelConfig, attention: str, block_size: int | None = None) -> None:
     # The same weights serve every step type: only the attention rule differs between them.
     config.attention = attention
-    config.block_size = BLOCK if attention == "block_causal" else None
+    config.block_size = block_size
 
 
 def run_step(model: Transformer, step: Step):
-    _set_attention(model.config, step.attention)
+    _set_attention(model.config, step.attention, step.block_size)
     try:
         with torch.no_grad():
             return step.run()
