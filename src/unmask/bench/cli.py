@@ -18,33 +18,43 @@ from pathlib import Path
 
 def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help=help_text, description=help_text)
-    p.add_argument("--model", default=None, help="diffusion model folder or bundled name (default: 'default')")
-    p.add_argument("--ar-model", default=None,
+    p.add_argument("--model", default=None, metavar="DIR|NAME",
+                   help="diffusion model folder or bundled name (default: 'default')")
+    p.add_argument("--ar-model", default=None, metavar="DIR|NAME|none",
                    help="autoregressive twin folder or bundled name; 'none' skips it (default: 'default-ar' "
                         "when --model is the bundled default, else none)")
-    p.add_argument("--prompts", default="humaneval", help="'humaneval' (default), a .jsonl file with a "
-                   "\"prompt\" per line, or a text file that is one prompt")
-    p.add_argument("--limit", type=int, default=8, help="use the first N prompts (default 8; 0: all)")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="new tokens per request (default 128)")
-    p.add_argument("--batch-sizes", default=None,
+    p.add_argument("--prompts", default="humaneval", metavar="humaneval|FILE",
+                   help="'humaneval' (default), a .jsonl file with a \"prompt\" per line, or a text file that is "
+                        "one prompt")
+    p.add_argument("--limit", type=int, default=8, metavar="N", help="use the first N prompts (default 8; 0: all)")
+    p.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+                   help="new tokens per request (default 128)")
+    p.add_argument("--batch-sizes", default=None, metavar="B1,B2,...",
                    help="comma-separated batch sizes (default 1,8; shape mode 1,8,32)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="auto: bfloat16 on a GPU; on a CPU the stored dtype (shape mode: float32)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per case; the median is reported (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default 1)")
-    p.add_argument("--threshold", type=float, default=None, help="threshold policy setting (default: the model's)")
-    p.add_argument("--entropy-bound", type=float, default=None, help="entropy policy bound (default: the model's)")
-    p.add_argument("--out", type=Path, default=None, help="write bench.md and bench.json into this folder")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling and random weights (default 0)")
+    p.add_argument("--repeats", type=int, default=3, metavar="N",
+                   help="timed runs per case; the median is reported (default 3)")
+    p.add_argument("--warmup", type=int, default=1, metavar="N",
+                   help="untimed runs before timing (default 1; shape mode makes at least one, to size its runs)")
+    p.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="threshold policy setting (default: the model's)")
+    p.add_argument("--entropy-bound", type=float, default=None, metavar="NATS",
+                   help="entropy policy bound (default: the model's)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write bench.md and bench.json into this folder")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed for sampling and random weights (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     s = p.add_argument_group("shape mode (the engine without trained weights)")
-    s.add_argument("--shape", default=None, help="llada-8b, dream-7b, default, or dD-lN[-vV] (e.g. d256-l6)")
+    s.add_argument("--shape", default=None, metavar="NAME",
+                   help="llada-8b, dream-7b, default, or dD-lN[-vV] (e.g. d256-l6)")
     s.add_argument("--random-weights", action="store_true", help="required with --shape: weights are random")
-    s.add_argument("--layers", type=int, default=None,
+    s.add_argument("--layers", type=int, default=None, metavar="N",
                    help="build only N of the shape's layers (figures labelled truncated)")
-    s.add_argument("--context", type=int, default=256, help="canvas / cache length in tokens (default 256)")
-    s.add_argument("--block", type=int, default=32, help="block length of the block steps in tokens (default 32)")
+    s.add_argument("--context", type=int, default=256, metavar="L", help="canvas / cache length in tokens (default 256)")
+    s.add_argument("--block", type=int, default=32, metavar="N",
+                   help="block length of the block steps in tokens (default 32)")
     s.add_argument("--tokens-per-forward", type=Path, default=None, metavar="BENCH_JSON",
                    help="a decode-mode bench.json of a trained model: derive tokens/s = forwards/s x its "
                         "measured tokens per forward")
