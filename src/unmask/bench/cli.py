@@ -52,7 +52,8 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     s.add_argument("--random-weights", action="store_true", help="required with --shape: weights are random")
     s.add_argument("--layers", type=int, default=None, metavar="N",
                    help="build only N of the shape's layers (figures labelled truncated)")
-    s.add_argument("--context", type=int, default=256, metavar="L", help="canvas / cache length in tokens (default 256)")
+    s.add_argument("--context", type=int, default=256, metavar="L",
+                   help="canvas / cache length in tokens (default 256)")
     s.add_argument("--block", type=int, default=32, metavar="N",
                    help="block length of the block steps in tokens (default 32)")
     s.add_argument("--tokens-per-forward", type=Path, default=None, metavar="BENCH_JSON",
