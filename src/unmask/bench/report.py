@@ -30,12 +30,12 @@ def _num(x, digits: int = 2) -> str:
 
 
 def decode_table(rows: list[dict]) -> str:
-    head = ["case", "batch", "tokens/s", "tokens/forward", "forwards/s", "first token ms", "latency ms",
+    head = ["case", "batch", "tokens", "tokens/s", "tokens/forward", "forwards/s", "first token ms", "latency ms",
             "peak MiB", "exact match vs vanilla", "x vanilla", "x AR"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["case"], str(r["batch_size"]), _num(r["tokens_per_s"], 1), _num(r["tokens_per_forward"]),
-                 _num(r["forward_passes_per_s"], 1), _num(1e3 * r["time_to_first_token_s"], 1),
+        cells = [r["case"], str(r["batch_size"]), str(r["tokens"]), _num(r["tokens_per_s"], 1),
+                 _num(r["tokens_per_forward"]), _num(r["forward_passes_per_s"], 1), _num(1e3 * r["time_to_first_token_s"], 1),
                  _num(1e3 * r["latency_s"], 1), _num(r["peak_memory_bytes"] / 2**20, 0),
                  _num(r["exact_match_vs_vanilla"]), _num(r["speedup_vs_vanilla"]), _num(r["speedup_vs_ar"])]
         lines.append("| " + " | ".join(cells) + " |")
