@@ -37,7 +37,8 @@ def decode_table(rows: list[dict]) -> str:
         cells = [r["case"], str(r["batch_size"]), str(r["tokens"]), _num(r["tokens_per_s"], 1),
                  _num(r["tokens_per_forward"]), _num(r["forward_passes_per_s"], 1),
                  _num(1e3 * r["time_to_first_token_s"], 1), _num(1e3 * r["latency_s"], 1),
-                 _num(r["peak_memory_bytes"] / 2**20, 0), _num(r["exact_match_vs_vanilla"]), _num(r["speedup_vs_vanilla"]), _num(r["speedup_vs_ar"])]
+                 _num(r["peak_memory_bytes"] / 2**20, 0), _num(r["exact_match_vs_vanilla"]),
+                 _num(r["speedup_vs_vanilla"]), _num(r["speedup_vs_ar"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
