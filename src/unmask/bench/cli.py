@@ -4,9 +4,11 @@
     unmask bench --model DIR --ar-model DIR2 --batch-sizes 1,8 --device cuda --out runs/bench-gpu
     unmask bench --shape llada-8b --random-weights --device cuda        # the engine alone, untrained weights
     unmask bench --shape llada-8b --random-weights --layers 2           # a truncated shape that fits a CPU
+    unmask bench serve --url http://127.0.0.1:8000 --concurrency 1,8,32 --requests 64 --max-tokens 64 --stream
 
 Decode mode measures the vanilla sampler, every fast policy and cache, and the autoregressive twin (cases.py);
-shape mode measures forward passes per step type against the weight-read floor (shapes.py). The table goes
+shape mode measures forward passes per step type against the weight-read floor (shapes.py); serve mode is a
+load generator against a running OpenAI-compatible server (serve_run.py). The table goes
 to stdout; with --out, bench.md and bench.json (figures, hardware, software, settings) too.
 """
 
@@ -17,17 +19,23 @@ from pathlib import Path
 
 
 def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help=help_text, description=help_text)
+    p = subparsers.add_parser(name, help=help_text, description=help_text,
+                              usage="unmask bench [decode] [options]   (or --shape NAME --random-weights)\n"
+                                    "       unmask bench serve --url URL [--concurrency C] [--requests R] [options]")
+    p.add_argument("mode", nargs="?", choices=("decode", "serve"), default="decode",
+                   help="decode (default): load models here and decode; serve: load-test a running server at --url")
     p.add_argument("--model", default=None, metavar="DIR|NAME",
-                   help="diffusion model folder or bundled name (default: 'default')")
+                   help="diffusion model folder or bundled name (default: 'default'); serve mode: the request's "
+                        "model field (default: none, the server's first)")
     p.add_argument("--ar-model", default=None, metavar="DIR|NAME|none",
                    help="autoregressive twin folder or bundled name; 'none' skips it (default: 'default-ar' "
                         "when --model is the bundled default, else none)")
-    p.add_argument("--prompts", default="humaneval", metavar="humaneval|FILE",
+    p.add_argument("--prompts", "--prompt-file", dest="prompts", default="humaneval", metavar="humaneval|FILE",
                    help="'humaneval' (default), a .jsonl file with a \"prompt\" per line, or a text file that is "
                         "one prompt")
-    p.add_argument("--limit", type=int, default=8, metavar="N", help="use the first N prompts (default 8; 0: all)")
-    p.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use the first N prompts (default 8; serve mode: all; 0: all)")
+    p.add_argument("--max-new-tokens", "--max-tokens", dest="max_new_tokens", type=int, default=128, metavar="N",
                    help="new tokens per request (default 128)")
     p.add_argument("--batch-sizes", default=None, metavar="B1,B2,...",
                    help="comma-separated batch sizes (default 1,8; shape mode 1,8,32)")
@@ -59,6 +67,17 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     s.add_argument("--tokens-per-forward", type=Path, default=None, metavar="BENCH_JSON",
                    help="a decode-mode bench.json of a trained model: derive tokens/s = forwards/s x its "
                         "measured tokens per forward")
+    v = p.add_argument_group("serve mode (unmask bench serve: requests to POST /v1/completions)")
+    v.add_argument("--url", default=None, help="the server's address, e.g. http://127.0.0.1:8000 (a /v1 suffix is "
+                                                "accepted)")
+    v.add_argument("--concurrency", default="8", metavar="C[,C2,...]",
+                   help="requests in flight at once; a comma-separated list runs each in turn (default 8)")
+    v.add_argument("--requests", type=int, default=64, metavar="R", help="requests per concurrency level (default 64)")
+    v.add_argument("--stream", action="store_true", help="stream the answers (measures time to first token)")
+    v.add_argument("--api-key", default=None, metavar="KEY", help="bearer key (default: env UNMASK_API_KEY, else none)")
+    v.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="sent with each request (default: not sent, the server's default)")
+    v.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request timeout (default 600)")
     p.set_defaults(func=run)
     return p
 
@@ -103,9 +122,21 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..errors import UnmaskError
+
+    if args.mode == "serve":
+        if args.shape is not None or args.random_weights:
+            raise UnmaskError("--shape / --random-weights belong to decode mode, not unmask bench serve")
+        if args.limit is not None and args.limit < 0:
+            raise UnmaskError(f"--limit must be >= 0, got {args.limit}")
+        from .serve_run import run_serve
+
+        return run_serve(args)
+    if args.url is not None:
+        raise UnmaskError("--url is for serve mode: unmask bench serve --url URL")
+    if args.limit is None:
+        args.limit = 8
+    import torch
 
     _check_counts(args)
     if args.shape is not None and not args.random_weights:
