@@ -12,8 +12,8 @@ from serve_helpers import diffusion_folder, free_port, running_server
 from unmask.bench.serve_run import base_url, percentile
 from unmask.cli import main
 
-ROW_FIELDS = {"concurrency", "requests", "succeeded", "failed", "errors", "wall_s", "requests_per_s", "output_tokens",
-              "requests_without_usage", "output_tokens_per_s", "prompt_tokens", "time_to_first_token_s", "latency_s",
+ROW_FIELDS = {"concurrency", "requests", "succeeded", "failed", "errors", "first_error_messages", "wall_s",
+              "requests_per_s", "output_tokens", "requests_without_usage", "output_tokens_per_s", "prompt_tokens", "time_to_first_token_s", "latency_s",
               "records"}
 
 
@@ -80,7 +80,7 @@ def test_wrong_api_key_counts_401s(tmp_path, prompt_file, capsys):
     row = data["rows"][0]
     _check_row(row, 4, 2, streamed=True)
     assert row["succeeded"] == 0 and row["errors"] == {"401": 4} and row["requests_per_s"] == 0
-    assert data["server_models"] is None
+    assert data["server_models"] is None and "API key" in row["first_error_messages"]["401"]
     assert "401: 4" in capsys.readouterr().out
 
 

@@ -47,6 +47,14 @@ class Record:
     time_to_first_token_s: float | None = None
     output_tokens: int | None = None
     prompt_tokens: int | None = None
+    error: str | None = None  # the server's error message (OpenAI error body), cut to 200 characters
+
+
+def _error_message(r) -> str | None:
+    try:
+        return str(r.json()["error"]["message"])[:200]
+    except (ValueError, KeyError, TypeError):
+        return r.text[:200] or None
 
 
 def base_url(url: str) -> str:
@@ -83,14 +91,14 @@ async def _one(client, url: str, body: dict, headers: dict, stream: bool) -> Rec
             r = await client.post(url, json=body, headers=headers)
             latency = time.perf_counter() - t0
             if r.status_code != 200:
-                return Record(str(r.status_code), latency)
+                return Record(str(r.status_code), latency, error=_error_message(r))
             usage = r.json().get("usage") or {}
             return Record("200", latency, None, usage.get("completion_tokens"), usage.get("prompt_tokens"))
         first, usage, done = None, {}, False
         async with client.stream("POST", url, json=body, headers=headers) as r:
             if r.status_code != 200:
                 await r.aread()
-                return Record(str(r.status_code), time.perf_counter() - t0)
+                return Record(str(r.status_code), time.perf_counter() - t0, error=_error_message(r))
             async for line in r.aiter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -148,15 +156,18 @@ def summarize(records: list[Record], wall_s: float, concurrency: int) -> dict:
     """A row: throughput over the wall time, latency percentiles over successful requests, errors by status."""
     ok = [r for r in records if r.status == "200"]
     errors: dict[str, int] = {}
+    messages: dict[str, str | None] = {}
     for r in records:
         if r.status != "200":
             errors[r.status] = errors.get(r.status, 0) + 1
+            messages.setdefault(r.status, r.error)
     tokens = [r.output_tokens for r in ok if r.output_tokens is not None]
     ttft = [r.time_to_first_token_s for r in ok if r.time_to_first_token_s is not None]
     latency = [r.latency_s for r in ok]
     row = {
         "concurrency": concurrency, "requests": len(records), "succeeded": len(ok), "failed": len(records) - len(ok),
-        "errors": dict(sorted(errors.items())), "wall_s": wall_s,
+        "errors": dict(sorted(errors.items())), "first_error_messages": dict(sorted(messages.items())),
+        "wall_s": wall_s,
         "requests_per_s": len(ok) / wall_s if wall_s > 0 else None,
         "output_tokens": sum(tokens), "requests_without_usage": len(ok) - len(tokens),
         "output_tokens_per_s": sum(tokens) / wall_s if wall_s > 0 else None,
@@ -243,6 +254,8 @@ def run_serve(args: argparse.Namespace) -> int:
         rows.append(summarize(records, wall, c))
         rows[-1]["records"] = [asdict(r) for r in records]
         print(f"concurrency {c}: {rows[-1]['succeeded']}/{len(records)} ok in {wall:.1f} s", file=sys.stderr)
+        for status, message in rows[-1]["first_error_messages"].items():
+            print(f"  {status}: {message}", file=sys.stderr)
     import torch
 
     hardware = device_info(torch.device("cpu"))
