@@ -34,6 +34,9 @@ class Request:
     config: SamplerConfig | None = None  # None: the config given to generate()
     prompt_ids: list[int] | None = None  # token ids instead of text (then no tokenizer is needed)
     suffix_ids: list[int] | None = None
+    # False: the prompt carries its own special tokens (a chat template's, as transformers' apply_chat_template
+    # leaves them to the template), so the model's beginning-of-text token is not prepended.
+    add_bos: bool = True
 
 
 @dataclass

@@ -100,7 +100,7 @@ def plan_rows(model: torch.nn.Module, codec: Codec, request_id: Hashable, reques
                   else codec.encode(request.suffix) if request.suffix is not None else [])
     if not prompt_ids and not has_suffix:
         raise UnmaskError("the prompt is empty")
-    if codec.bos_id is not None:
+    if codec.bos_id is not None and getattr(request, "add_bos", True):
         prompt_ids = [codec.bos_id] + prompt_ids
     if has_suffix and cfg.attention == "block_causal":
         raise UnmaskError("this model cannot infill (block_causal attention sees no suffix); drop the suffix")

@@ -156,7 +156,8 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
         except UnmaskError as e:
             raise APIError(400, str(e), param="messages") from None
         tokens = body.max_completion_tokens or body.max_tokens
-        job = _plan(served, body, [prompt], None, tokens, stops)
+        # A folder's template writes its own special tokens (LLaDA's starts with <|startoftext|>, ChatML none).
+        job = _plan(served, body, [prompt], None, tokens, stops, add_bos=served.loaded.chat_template is None)
         return await _run(request, job, body, served, prompts=[prompt], kind="chat", echo=False)
 
     async def _complete(request: Request, body, prompts: list[str], suffix: str | None, echo: bool):
@@ -165,7 +166,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
         return await _run(request, job, body, served, prompts=prompts, kind="text", echo=echo)
 
     def _plan(served: ServedModel, body, prompts: list[str], suffix: str | None, max_tokens: int | None,
-              extra_stops: tuple[str, ...]) -> Job:
+              extra_stops: tuple[str, ...], add_bos: bool = True) -> Job:
         if len(prompts) * body.n > limits.max_n:
             raise APIError(400, f"n ({body.n}) times the number of prompts ({len(prompts)}) is over this server's "
                                 f"limit of {limits.max_n} choices", param="n")
@@ -188,7 +189,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
                     index = p * body.n + j
                     config = served.defaults.replace(seed=choice_seed(seed, j), **overrides)
                     job.choices.append(plan_rows(served.loaded.model, served.codec, (job.id, index),
-                                                 SampleRequest(prompt=prompt, suffix=suffix), config))
+                                                 SampleRequest(prompt=prompt, suffix=suffix, add_bos=add_bos), config))
         except UnmaskError as e:
             raise APIError(400, str(e)) from None
         return job
