@@ -4,6 +4,7 @@
 # interrupted run from its newest checkpoint.
 set -euo pipefail
 export LD_PRELOAD=${LD_PRELOAD:-libjemalloc.so.2} MALLOC_CONF=${MALLOC_CONF:-dirty_decay_ms:-1,muzzy_decay_ms:-1}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # idle threads sleep: on a busy CPU spinning stalled training 10x
 run() {  # run CONFIG OUT_DIR: fresh, or --resume when a checkpoint exists
   if [ -d "$2/model" ]; then echo "$2: done"; return; fi
   if ls -d "$2"/checkpoints/step-* >/dev/null 2>&1; then unmask train --config "$1" --resume "$2"

@@ -82,7 +82,7 @@ def test_same_seed_same_output(model_dir, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["", "--model", "{model}"], "the prompt is empty"),
-    (["x" * 200, "--model", "{model}"], "do not fit the model's context of 96 tokens"),
+    (["x" * 200, "--model", "{model}"], "does not fit the model's context of 96 tokens"),
     (["abc", "--model", "{model}", "--threshold", "1.5"], "--threshold must be in (0, 1]"),
     (["abc", "--model", "{model}", "--threshold", "0"], "--threshold must be in (0, 1]"),
     (["abc", "--model", "{block}", "--suffix", "x"], "cannot infill"),

@@ -121,7 +121,8 @@ def plan_rows(model: torch.nn.Module, codec: Codec, request_id: Hashable, reques
     used = len(prompt_ids) + len(suffix_ids)
     if used >= context:
         what = "prompt and suffix" if has_suffix else "prompt"
-        raise UnmaskError(f"the {what} ({used} tokens) do not fit the model's context of {context} tokens")
+        verb = "do" if has_suffix else "does"
+        raise UnmaskError(f"the {what} ({used} tokens) {verb} not fit the model's context of {context} tokens")
     budget = min(config.max_new_tokens, context - used)
     if not has_suffix or cfg.attention == "causal":
         return [Row(request_id, config, prompt_ids, budget, kind="fim" if has_suffix else "complete")]
