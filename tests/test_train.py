@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -197,11 +198,24 @@ def test_checkpoints_keep_the_newest_and_load(tmp_path, shards):
     assert state["config"]["model"]["vocab_size"] == model.config.vocab_size == VOCAB_SIZE
 
 
+@pytest.mark.filterwarnings("ignore:system.dtype='bfloat16' on a CPU")
 def test_bfloat16_autocast_runs_on_cpu(tmp_path, shards):
     out = tmp_path / "run"
     train(config_for(out, shards, "optim.max_steps=3", "system.dtype=bfloat16"))
     losses = [r["loss"] for r in read_log(out / "log.jsonl", "train")]
     assert len(losses) == 3 and all(0 < v < 10 for v in losses)
+
+
+@pytest.mark.parametrize("capability, warns", [("AVX2", True), ("AVX512", False)])
+def test_bfloat16_on_a_cpu_without_native_support_warns(tmp_path, shards, monkeypatch, capability, warns):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(config_for(tmp_path / "run", shards, "optim.max_steps=1", "system.dtype=bfloat16"))
+    slow = [w for w in caught if "emulated" in str(w.message)]
+    assert bool(slow) == warns
+    if warns:
+        assert "AVX2" in str(slow[0].message) and "system.dtype='float32'" in str(slow[0].message)
 
 
 # ---------------------------------------------------------------- resume

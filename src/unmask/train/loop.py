@@ -23,6 +23,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,7 +82,18 @@ def _autocast(config: TrainConfig, device: torch.device):
         dtype = "bfloat16" if device.type == "cuda" else "float32"
     if dtype == "float32":
         return contextlib.nullcontext
+    if device.type == "cpu" and not _cpu_has_native_bf16():
+        # Measured on an AVX2-only 2-core VM: 12.8 s/step in bf16 vs ~0.9 s/step in float32 (d192 L4, 4,096 tokens).
+        warnings.warn(f"system.dtype='bfloat16' on a CPU without native bfloat16 "
+                      f"({torch.backends.cpu.get_cpu_capability()}): autocast is emulated and can be over 10x "
+                      f"slower than system.dtype='float32'", stacklevel=2)
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _cpu_has_native_bf16() -> bool:
+    """Whether torch's CPU kernels reach AVX-512, where bfloat16 ran faster than float32 here (an EPYC VM);
+    on AVX2 it is emulated."""
+    return torch.backends.cpu.get_cpu_capability() == "AVX512"
 
 
 def _tokenizer_path(config: TrainConfig) -> str | None:
