@@ -4,12 +4,12 @@
 # results under runs/card/. Re-running resumes interrupted evaluations.
 set -euo pipefail
 OUT=${1:-runs/card}
-for m in default default-ar; do
+for m in ${MODELS:-default default-ar}; do   # MODELS=default-ar evaluates one; BENCH=0 skips the bench
   unmask eval likelihood --model "$m" --shards data/shards4k --split val --windows 256 --mc-samples 8 \
     --out "$OUT/$m/likelihood.json" --no-progress
   unmask eval lines --model "$m" --corpus data/corpus --limit 300 --seed 0 --out "$OUT/$m/lines.json" --no-progress
   unmask eval humaneval --model "$m" --n-samples 1 --k 1 --out "$OUT/$m/humaneval.json" --no-progress
   unmask eval infill-single --model "$m" --limit 200 --out "$OUT/$m/infill-single.json" --no-progress
 done
-unmask bench --model default --ar-model default-ar --prompts humaneval --limit 16 --max-new-tokens 128 \
+[ "${BENCH:-1}" = 0 ] || unmask bench --model default --ar-model default-ar --prompts humaneval --limit 16 --max-new-tokens 128 \
   --batch-sizes 1,8 --repeats 3 --out "$OUT/bench" --no-progress

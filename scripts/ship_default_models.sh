@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Copy the trained default models into the package (src/unmask/assets/models/{default,default-ar}) with their
 # sampler defaults in generation_config.json. Run from the repository root after scripts/train_default_models.sh.
+# Usage: scripts/ship_default_models.sh [default] [default-ar]   (both when none is named)
 set -euo pipefail
 ASSETS=src/unmask/assets/models
+NAMES=" ${*:-default default-ar} "
 ship() {  # ship RUN_MODEL_DIR NAME GENERATION_JSON
+  [[ $NAMES == *" $2 "* ]] || return 0
   local dest="$ASSETS/$2" tmp="$ASSETS/.$2.tmp"
   rm -rf "$tmp" && mkdir -p "$tmp"
   cp "$1"/config.json "$1"/model.safetensors "$1"/tokenizer.json "$1"/trainer_state.json "$tmp"/

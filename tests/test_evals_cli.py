@@ -88,8 +88,8 @@ def test_lines_on_a_source_folder_fit_the_training_window(models, tmp_path):
     out = tmp_path / "lines.json"
     assert _eval("lines", "--model", model, "--source", src, "--limit", 3, "--max-new-tokens", 8, "--out", out) == 0
     results = json.loads(out.read_text())
-    assert set(results["by_group"]) == {"infill", "completion"}
-    assert results["num_tasks"] == 6
+    assert set(results["by_group"]) == {"infill", "infill-line", "completion"}
+    assert results["num_tasks"] == 9
     assert results["settings"]["task_options"]["context_tokens"] == 64
     tok = load_model(model).tokenizer
     problems = [json.loads(line) for line in (tmp_path / "lines.problems.jsonl").read_text().splitlines()]

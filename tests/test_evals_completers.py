@@ -79,3 +79,23 @@ def test_weights_hash_covers_every_shard(tmp_path):
     assert weights_sha256(tmp_path)["sha256"] != first
     with pytest.raises(UnmaskError, match="no \\*.safetensors"):
         weights_sha256(tmp_path / "missing")
+
+
+def test_a_long_completion_prompt_keeps_its_last_tokens_and_the_full_budget(tmp_path):
+    """HumanEval prompts can be longer than a small model's context: the completer keeps the prompt's last
+    tokens so that prompt + max_new_tokens fit (96 positions here), instead of failing the whole run."""
+    from sampling_helpers import byte_tokenizer, one_thread, random_lm
+    from unmask.evals.completers import UnmaskCompleter
+    from unmask.model import save_pretrained
+    from unmask.sampling import SamplerConfig
+
+    save_pretrained(random_lm(attention="causal", shift_logits=True), tmp_path / "m", tokenizer=byte_tokenizer())
+    config = SamplerConfig(max_new_tokens=16, stop_token_ids=(), cache="kv")
+    completer = UnmaskCompleter(str(tmp_path / "m"), config)
+    long_prompt = "x = 1\n" * 30  # 180 byte tokens > 96
+    with one_thread():
+        [c] = completer.complete([CompletionRequest(prompt=long_prompt, suffix=None, seed=0)])
+        assert c.num_tokens == 16
+        assert completer._fitted_prompt_ids(CompletionRequest(prompt="x = 1\n", suffix=None, seed=0)) is None
+        fitted = completer._fitted_prompt_ids(CompletionRequest(prompt=long_prompt, suffix=None, seed=0))
+    assert len(fitted) == 96 - 16 and completer.lm.tokenizer.decode(fitted) == long_prompt[-80:]

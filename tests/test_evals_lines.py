@@ -32,8 +32,11 @@ def test_tasks_are_deterministic_and_cut_from_the_files(source_folder):
     tasks = build_line_tasks(docs, 20, **kw)
     assert [t.task_id for t in tasks] == [t.task_id for t in build_line_tasks(docs, 20, **kw)]
     assert [t.task_id for t in tasks] != [t.task_id for t in build_line_tasks(docs, 20, **{**kw, "seed": 4})]
-    assert len(tasks) == 40 and [mode_of(t) for t in tasks[:2]] == ["infill", "completion"]
-    for infill, completion in zip(tasks[::2], tasks[1::2]):
+    assert len(tasks) == 60 and [mode_of(t) for t in tasks[:3]] == ["infill", "infill-line", "completion"]
+    for infill, infill_line, completion in zip(tasks[::3], tasks[1::3], tasks[2::3]):
+        assert (infill_line.prompt, infill_line.suffix, infill_line.canonical) == (infill.prompt, infill.suffix,
+                                                                                  infill.canonical)
+        assert infill.stop == () and infill_line.stop == ("\n",)
         path, line_number = infill.problem_id.rsplit(":", 1)
         line = texts[path].splitlines()[int(line_number) - 1]
         assert infill.canonical == line and line.strip()
@@ -80,8 +83,10 @@ def test_exact_match_per_mode(source_folder, tmp_path):
                              budget_tokens=16)
     results = run_eval(tasks, LineOracle(tasks), EvalSettings(task="lines"), tmp_path / "lines.json",
                        ExactLineScorer(), progress=False, log=lambda *a: None, group_of=mode_of)
-    # The infill answer has a second line, so it is not the line: exact match is strict.
+    # The infill answer has a second line, so it is not the line: exact match is strict; cut at the
+    # first newline it is the line.
     assert results["by_group"]["infill"]["metrics"]["pass@1"] == 0.0
+    assert results["by_group"]["infill-line"]["metrics"]["pass@1"] == 1.0
     assert results["by_group"]["completion"]["metrics"]["pass@1"] == 0.0
     assert results["metrics"]["compile_rate"] is None
 

@@ -118,7 +118,7 @@ class UnmaskCompleter:
     def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
         from ..sampling import Request, generate
 
-        batch = [Request(prompt=r.prompt, suffix=r.suffix,
+        batch = [Request(prompt=r.prompt, suffix=r.suffix, prompt_ids=self._fitted_prompt_ids(r),
                          config=self.config.replace(seed=r.seed, stop=tuple(r.stop), infill_length=r.infill_length))
                  for r in requests]
         start = time.perf_counter()
@@ -127,6 +127,21 @@ class UnmaskCompleter:
         share = (time.perf_counter() - start) / len(requests)
         return [Completion(text=r.text, num_tokens=r.stats.tokens, num_forwards=r.stats.forward_passes,
                            seconds=share, infill_length=r.infill_length) for r in results]
+
+
+    def _fitted_prompt_ids(self, request: CompletionRequest) -> list[int] | None:
+        """A completion prompt too long for the generation budget keeps only its last tokens (as a code
+        editor sends a window before the cursor), so that prompt + max_new_tokens fit the model's context;
+        the program scored is still the whole prompt + the completion. None: the prompt is used as it is.
+        Infill tasks fit their own context when they are built, and keep their prefix whole."""
+        if request.suffix is not None:
+            return None
+        ids = self.lm.tokenizer.encode(request.prompt, add_special_tokens=False).ids
+        bos = 1 if getattr(self.lm.model.config, "bos_token_id", None) is not None else 0
+        room = self.context_length - bos - self.config.max_new_tokens
+        if len(ids) <= room or room <= 0:
+            return None
+        return ids[-room:]
 
 
 class OpenAICompleter:

@@ -4,9 +4,12 @@
     unmask eval lines --model DIR --source some/folder_or_file.py
 
 Small models score zero on HumanEval; line-level exact match still separates them. From held-out files,
-lines that hold code are drawn with a seed; each becomes two tasks with the same context:
+lines that hold code are drawn with a seed; each becomes three tasks with the same context:
 - infill: the model sees up to 1,500 characters before the line and up to 600 after it (not told the
-  line's length) and writes the line;
+  line's length) and writes the middle, which must be the line and nothing more (so a model that does not
+  end its middle, e.g. with end-of-text, fails);
+- infill-line: the same, with the middle cut at its first newline (told that the gap is one line, still
+  not its length): this separates writing the right line from knowing where the middle ends;
 - completion: the model sees the same prefix only and writes until the end of the line.
 A task passes when the stripped output equals the stripped line. The context is cut at line boundaries
 and then shortened, whole lines at a time, until prefix + suffix + the generation budget fit the model's
@@ -27,7 +30,7 @@ MAX_PREFIX_CHARS = 1500
 MAX_SUFFIX_CHARS = 600
 SOURCE_SUFFIXES = (".py",)
 FIM_SPECIAL_TOKENS = 3  # prefix, suffix and middle markers of the fill-in-the-middle layout
-MODES = ("infill", "completion")
+MODES = ("infill", "infill-line", "completion")
 
 
 def read_sources(path: str | Path) -> list[tuple[str, str]]:
@@ -99,7 +102,7 @@ def _fit(prefix: list[str], suffix: list[str], count_tokens: Callable[[str], int
 
 def build_line_tasks(docs: Iterable[tuple[str, str]], num_lines: int, *, seed: int,
                      count_tokens: Callable[[str], int], context_tokens: int, budget_tokens: int) -> list[Task]:
-    """2 x num_lines tasks (infill, completion) for lines drawn uniformly from the non-blank lines of `docs`."""
+    """3 x num_lines tasks (infill, infill-line, completion) for lines drawn uniformly from the non-blank lines of `docs`."""
     docs = list(docs)
     per_doc = [_code_lines(text) for _, text in docs]
     total = sum(len(lines) for lines in per_doc)
@@ -128,6 +131,7 @@ def build_line_tasks(docs: Iterable[tuple[str, str]], num_lines: int, *, seed: i
         line = text[start:end]
         problem = f"{name}:{line_number}"
         tasks.append(Task(f"{problem}/infill", prefix, suffix, "", "", line, problem, stop=()))
+        tasks.append(Task(f"{problem}/infill-line", prefix, suffix, "", "", line, problem, stop=("\n",)))
         tasks.append(Task(f"{problem}/completion", prefix, "", "", "", line, problem, stop=("\n",)))
     return tasks
 
