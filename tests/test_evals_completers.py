@@ -81,21 +81,32 @@ def test_weights_hash_covers_every_shard(tmp_path):
         weights_sha256(tmp_path / "missing")
 
 
-def test_a_long_completion_prompt_keeps_its_last_tokens_and_the_full_budget(tmp_path):
-    """HumanEval prompts can be longer than a small model's context: the completer keeps the prompt's last
-    tokens so that prompt + max_new_tokens fit (96 positions here), instead of failing the whole run."""
+def test_long_prompts_and_suffixes_are_cut_to_fit_the_context(tmp_path):
+    """HumanEval prompts can be longer than a small model's context: the completer keeps a completion prompt's
+    last tokens so that prompt + max_new_tokens fit (96 positions here), and an infill's prefix end and suffix
+    start so that 64 new tokens fit, instead of failing the whole run."""
     from sampling_helpers import byte_tokenizer, one_thread, random_lm
     from unmask.evals.completers import UnmaskCompleter
     from unmask.model import save_pretrained
     from unmask.sampling import SamplerConfig
 
     save_pretrained(random_lm(attention="causal", shift_logits=True), tmp_path / "m", tokenizer=byte_tokenizer())
-    config = SamplerConfig(max_new_tokens=16, stop_token_ids=(), cache="kv")
-    completer = UnmaskCompleter(str(tmp_path / "m"), config)
-    long_prompt = "x = 1\n" * 30  # 180 byte tokens > 96
+    completer = UnmaskCompleter(str(tmp_path / "m"), SamplerConfig(max_new_tokens=16, stop_token_ids=(), cache="kv"))
+    long_prompt, long_suffix = "x = 1\n" * 30, "y = 2\n" * 30  # 180 byte tokens each > 96
+    decode = completer.lm.tokenizer.decode
     with one_thread():
-        [c] = completer.complete([CompletionRequest(prompt=long_prompt, suffix=None, seed=0)])
-        assert c.num_tokens == 16
-        assert completer._fitted_prompt_ids(CompletionRequest(prompt="x = 1\n", suffix=None, seed=0)) is None
-        fitted = completer._fitted_prompt_ids(CompletionRequest(prompt=long_prompt, suffix=None, seed=0))
-    assert len(fitted) == 96 - 16 and completer.lm.tokenizer.decode(fitted) == long_prompt[-80:]
+        [c, m] = completer.complete([CompletionRequest(prompt=long_prompt, seed=0),
+                                     CompletionRequest(prompt=long_prompt, suffix=long_suffix, seed=0)])
+    assert c.num_tokens == 16 and m.num_tokens <= 16
+    assert completer._fitted_ids(CompletionRequest(prompt="x = 1\n", seed=0)) == (None, None)
+    assert completer._fitted_ids(CompletionRequest(prompt="x = 1\n", suffix="y\n", seed=0)) == (None, None)
+    prompt_ids, suffix_ids = completer._fitted_ids(CompletionRequest(prompt=long_prompt, seed=0))
+    assert suffix_ids is None and len(prompt_ids) == 96 - 16 and decode(prompt_ids) == long_prompt[-80:]
+    # infill: 96 - 3 FIM markers - min(16, 64) new tokens = 77 tokens, the suffix's first half and the prefix's end
+    prompt_ids, suffix_ids = completer._fitted_ids(CompletionRequest(prompt=long_prompt, suffix=long_suffix, seed=0))
+    assert len(prompt_ids) + len(suffix_ids) == 77 and len(suffix_ids) == 38
+    assert decode(prompt_ids) == long_prompt[-39:] and decode(suffix_ids) == long_suffix[:38]
+    # a short prefix leaves its room to the suffix
+    prompt_ids, suffix_ids = completer._fitted_ids(CompletionRequest(prompt="x = 1\n", suffix=long_suffix, seed=0))
+    assert prompt_ids == completer.lm.tokenizer.encode("x = 1\n", add_special_tokens=False).ids
+    assert len(suffix_ids) == 77 - 6

@@ -118,9 +118,12 @@ class UnmaskCompleter:
     def complete(self, requests: list[CompletionRequest]) -> list[Completion]:
         from ..sampling import Request, generate
 
-        batch = [Request(prompt=r.prompt, suffix=r.suffix, prompt_ids=self._fitted_prompt_ids(r),
-                         config=self.config.replace(seed=r.seed, stop=tuple(r.stop), infill_length=r.infill_length))
-                 for r in requests]
+        batch = []
+        for r in requests:
+            prompt_ids, suffix_ids = self._fitted_ids(r)
+            batch.append(Request(prompt=r.prompt, suffix=r.suffix, prompt_ids=prompt_ids, suffix_ids=suffix_ids,
+                                 config=self.config.replace(seed=r.seed, stop=tuple(r.stop),
+                                                            infill_length=r.infill_length)))
         start = time.perf_counter()
         results = generate(self.lm.model, self.lm.tokenizer, batch, self.config, max_batch_size=self.max_batch_size)
         # Requests decoded together share the wall time; each gets its share, so sums stay true.
@@ -129,19 +132,32 @@ class UnmaskCompleter:
                            seconds=share, infill_length=r.infill_length) for r in results]
 
 
-    def _fitted_prompt_ids(self, request: CompletionRequest) -> list[int] | None:
-        """A completion prompt too long for the generation budget keeps only its last tokens (as a code
-        editor sends a window before the cursor), so that prompt + max_new_tokens fit the model's context;
-        the program scored is still the whole prompt + the completion. None: the prompt is used as it is.
-        Infill tasks fit their own context when they are built, and keep their prefix whole."""
-        if request.suffix is not None:
-            return None
-        ids = self.lm.tokenizer.encode(request.prompt, add_special_tokens=False).ids
-        bos = 1 if getattr(self.lm.model.config, "bos_token_id", None) is not None else 0
-        room = self.context_length - bos - self.config.max_new_tokens
-        if len(ids) <= room or room <= 0:
-            return None
-        return ids[-room:]
+    # An infill gap (a line, a few lines, a span) needs fewer new tokens than a completion: a long prefix +
+    # suffix keeps room for this many (or max_new_tokens when smaller) before anything is cut.
+    INFILL_MIN_BUDGET = 64
+
+    def _fitted_ids(self, request: CompletionRequest) -> tuple[list[int] | None, list[int] | None]:
+        """(prompt_ids, suffix_ids) cut to fit the model's context, or (None, None) to use the texts as they are.
+
+        A completion prompt keeps its last tokens so that prompt + max_new_tokens fit (as an editor sends the
+        window before the cursor); an infill keeps the last tokens of its prefix and the first of its suffix
+        (each at least half of the room when it needs it) so that at least INFILL_MIN_BUDGET new tokens fit.
+        The program scored is still the whole prompt + completion (+ suffix): only the model's view is cut."""
+        cfg = self.lm.model.config
+        encode = self.lm.tokenizer.encode
+        prompt = encode(request.prompt, add_special_tokens=False).ids
+        suffix = None if request.suffix is None else encode(request.suffix, add_special_tokens=False).ids
+        extra = (1 if cfg.bos_token_id is not None else 0) + (3 if suffix is not None and cfg.attention == "causal" else 0)
+        budget = self.config.max_new_tokens if suffix is None else min(self.config.max_new_tokens,
+                                                                         self.INFILL_MIN_BUDGET)
+        room = self.context_length - extra - budget
+        if room <= 1 or len(prompt) + len(suffix or []) <= room:
+            return None, None
+        if suffix is None:
+            return prompt[-room:], None
+        keep_suffix = min(len(suffix), max(room // 2, room - len(prompt)))
+        keep_prefix = room - keep_suffix
+        return prompt[len(prompt) - keep_prefix:], suffix[:keep_suffix]
 
 
 class OpenAICompleter:
