@@ -11,5 +11,5 @@ for m in ${MODELS:-default default-ar}; do   # MODELS=default-ar evaluates one; 
   unmask eval humaneval --model "$m" --n-samples 1 --k 1 --out "$OUT/$m/humaneval.json" --no-progress
   unmask eval infill-single --model "$m" --limit 200 --out "$OUT/$m/infill-single.json" --no-progress
 done
-[ "${BENCH:-1}" = 0 ] || unmask bench --model default --ar-model default-ar --prompts humaneval --limit 16 --max-new-tokens 128 \
-  --batch-sizes 1,8 --repeats 3 --out "$OUT/bench" --no-progress
+[ "${BENCH:-1}" = 0 ] || unmask bench --model default --ar-model default-ar --prompts humaneval --limit 8 \
+  --max-new-tokens 128 --batch-sizes 1,8 --repeats 2 --warmup 1 --out "$OUT/bench" --no-progress
