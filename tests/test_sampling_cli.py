@@ -88,7 +88,6 @@ def test_same_seed_same_output(model_dir, capsys):
     (["abc", "--model", "{block}", "--suffix", "x"], "cannot infill"),
     (["abc", "--model", "{tmp}"], "config.json: missing"),
     (["abc", "--model", "{tmp}/nowhere"], "no such model folder"),
-    (["abc"], "bundled model 'default'"),
     (["--prompt-file", "{tmp}/missing.py", "--model", "{model}"], "--prompt-file"),
     (["abc", "--model", "{model}", "--max-new-tokens", "0"], "--max-new-tokens must be an integer >= 1"),
     (["abc", "--model", "{model}", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
@@ -100,3 +99,10 @@ def test_bad_input_is_one_line_error(argv, message, model_dir, block_model_dir, 
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("unmask generate: error: ") and message in err
+
+
+def test_an_install_without_the_bundled_model_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("unmask.model.loading.BUNDLED_MODELS_DIR", tmp_path)
+    code, out, err = run(capsys, "abc")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "the bundled model 'default' is not in this install" in err
