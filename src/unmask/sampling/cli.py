@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         tail = "" if args.only_new or suffix is None else suffix
         sys.stdout.write(head + result.text + tail + ("" if (head + result.text + tail).endswith("\n") else "\n"))
     if args.stats:
+        sys.stdout.flush()  # the answer before its stats line when both go to one terminal or file
         st = result.stats
         print(f"forward passes {st.forward_passes}, tokens {st.tokens}, {st.tokens_per_forward:.2f} tokens/forward, "
               f"{st.wall_time_s:.3f} s, {st.tokens_per_s:.1f} tokens/s ({result.finish_reason})", file=sys.stderr)
