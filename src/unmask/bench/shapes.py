@@ -34,8 +34,9 @@ SHAPES = {
                      num_key_value_heads=32, intermediate_size=12288),
     "dream-7b": dict(vocab_size=152064, hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
                      num_key_value_heads=4, intermediate_size=18944, attention_bias=True, shift_logits=True),
-    "default": dict(vocab_size=4096, hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
-                    num_key_value_heads=4, intermediate_size=704),
+    # the bundled models (src/unmask/assets/models); until 2026-12-01 `default` meant d256-l6
+    "default": dict(vocab_size=4096, hidden_size=192, num_hidden_layers=4, num_attention_heads=3,
+                    num_key_value_heads=3, intermediate_size=512, shift_logits=True),
 }
 _GENERIC = re.compile(r"^d(\d+)-l(\d+)(?:-v(\d+))?$")
 
