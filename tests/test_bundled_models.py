@@ -34,7 +34,8 @@ def test_bundled_model_loads_and_fits_the_size_limit(name):
 
 
 def test_the_twins_share_shapes_tokenizer_and_token_budget():
-    diffusion, ar = (json.loads((BUNDLED_MODELS_DIR / n / "config.json").read_text()) for n in ("default", "default-ar"))
+    diffusion, ar = (json.loads((BUNDLED_MODELS_DIR / n / "config.json").read_text())
+                     for n in ("default", "default-ar"))
     shape_keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                   "intermediate_size", "max_position_embeddings")
     assert {k: diffusion[k] for k in shape_keys} == {k: ar[k] for k in shape_keys}
@@ -43,7 +44,8 @@ def test_the_twins_share_shapes_tokenizer_and_token_budget():
                   for n in ("default", "default-ar")}
     assert len(tokenizers) == 1
     # the diffusion model's budget counts its autoregressive phase (inherited_tokens): same tokens, same order
-    states = [json.loads((BUNDLED_MODELS_DIR / n / "trainer_state.json").read_text()) for n in ("default", "default-ar")]
+    states = [json.loads((BUNDLED_MODELS_DIR / n / "trainer_state.json").read_text())
+              for n in ("default", "default-ar")]
     assert states[0]["total_tokens"] == states[1]["total_tokens"] > 0
     assert states[0]["inherited_tokens"] > 0 and states[0]["loader"] == states[1]["loader"]
 

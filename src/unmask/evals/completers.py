@@ -11,6 +11,7 @@ results so that a number can always be traced to what produced it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ class UnmaskCompleter:
             raise UnmaskError(f"{self.lm.path}: no tokenizer.json, and evaluating needs one")
         self.config, self.device, self.dtype, self.max_batch_size = config, device, dtype, max_batch_size
 
-    @property
+    @functools.cached_property
     def context_length(self) -> int:
         """The window the model was trained on, when its folder records it (trainer_state.json of an
         `unmask train` checkpoint), else its position limit: held-out examples must fit what it saw."""
@@ -131,7 +132,6 @@ class UnmaskCompleter:
         return [Completion(text=r.text, num_tokens=r.stats.tokens, num_forwards=r.stats.forward_passes,
                            seconds=share, infill_length=r.infill_length) for r in results]
 
-
     # An infill gap (a line, a few lines, a span) needs fewer new tokens than a completion: a long prefix +
     # suffix keeps room for this many (or max_new_tokens when smaller) before anything is cut.
     INFILL_MIN_BUDGET = 64
@@ -147,7 +147,8 @@ class UnmaskCompleter:
         encode = self.lm.tokenizer.encode
         prompt = encode(request.prompt, add_special_tokens=False).ids
         suffix = None if request.suffix is None else encode(request.suffix, add_special_tokens=False).ids
-        extra = (1 if cfg.bos_token_id is not None else 0) + (3 if suffix is not None and cfg.attention == "causal" else 0)
+        fim_markers = 3 if suffix is not None and cfg.attention == "causal" else 0
+        extra = (1 if cfg.bos_token_id is not None else 0) + fim_markers
         budget = self.config.max_new_tokens if suffix is None else min(self.config.max_new_tokens,
                                                                          self.INFILL_MIN_BUDGET)
         room = self.context_length - extra - budget

@@ -102,7 +102,8 @@ def _fit(prefix: list[str], suffix: list[str], count_tokens: Callable[[str], int
 
 def build_line_tasks(docs: Iterable[tuple[str, str]], num_lines: int, *, seed: int,
                      count_tokens: Callable[[str], int], context_tokens: int, budget_tokens: int) -> list[Task]:
-    """3 x num_lines tasks (infill, infill-line, completion) for lines drawn uniformly from the non-blank lines of `docs`."""
+    """3 x num_lines tasks (infill, infill-line, completion) for lines drawn uniformly from the non-blank
+    lines of `docs`."""
     docs = list(docs)
     per_doc = [_code_lines(text) for _, text in docs]
     total = sum(len(lines) for lines in per_doc)
