@@ -26,7 +26,8 @@ from .policies import RowSettings
 class ARDecoder:
     def __init__(self, model: torch.nn.Module, prompts: list[list[int]], max_new_tokens: list[int],
                  settings: RowSettings, *, cache: str = "kv", pad_id: int = 0,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", first_allowed: list[torch.Tensor | None] | None = None):
+        """first_allowed: per row, None or the bool [V] mask of tokens its first answer token may take."""
         assert cache in ("kv", "none")
         assert model.config.attention == "causal"
         self.model, self.settings, self.cache_mode = model, settings, cache
@@ -45,6 +46,7 @@ class ARDecoder:
             positions[i, P - len(p):] = torch.arange(width - P + len(p))
         self.tokens, self.valid, self.positions = tokens.to(device), valid.to(device), positions.to(device)
         self.answer_start = [P] * B  # the column of each row's first generated token
+        self.first_allowed = list(first_allowed) if first_allowed is not None else [None] * B
         self.max_new = torch.tensor(max_new_tokens, dtype=torch.long, device=device)
         self.kv = KVCache.for_model(model, B, width) if cache == "kv" else None
         self.next_column = P  # the column the next step fills (the same for every row)
@@ -79,6 +81,9 @@ class ARDecoder:
         logits = self.model(self.tokens[:, a:column], position_ids=self.positions[:, a:column],
                             attention_mask=self.valid[:, a:column], cache=self.kv, cache_start=a,
                             logits_slice=slice(-1, None))
+        for r, allowed in enumerate(self.first_allowed):
+            if allowed is not None and self.answer_start[r] == column:
+                logits[r, 0] = logits[r, 0].masked_fill(~allowed, float("-inf"))
         token, confidence, _ = policies.sample_tokens(logits, self.settings, self._gumbel(column, logits.shape[-1]))
         token, confidence = token[:, 0], confidence[:, 0]
         active = ~self.done
@@ -120,6 +125,7 @@ class ARDecoder:
             setattr(self, name, getattr(self, name)[idx])
         self.offsets = [self.offsets[i] for i in index]
         self.answer_start = [self.answer_start[i] for i in index]
+        self.first_allowed = [self.first_allowed[i] for i in index]
         self.settings = self.settings.select_rows(index)
         if self.kv is not None:
             self.kv.select_rows(idx)
@@ -146,6 +152,7 @@ class ARDecoder:
         self.offsets = [o + left_self for o in self.offsets] + [o + left_other for o in other.offsets]
         self.answer_start = ([c + left_self for c in self.answer_start]
                              + [c + left_other for c in other.answer_start])
+        self.first_allowed = self.first_allowed + other.first_allowed
         self.settings = RowSettings.concat([self.settings, other.settings])
         self.next_column += left_self
         self.fed_until = 0

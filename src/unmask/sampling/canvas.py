@@ -30,6 +30,7 @@ class RowLayout:
     prompt_len: int
     answer_len: int
     suffix_len: int = 0
+    first_allowed: torch.Tensor | None = None  # bool [V]: the tokens the answer's first column may take (healing.py)
 
     @property
     def answer_start(self) -> int:
@@ -74,7 +75,8 @@ class Canvas:
         def pad(t: torch.Tensor, value) -> torch.Tensor:
             return torch.cat([t.new_full((B, left), value), t, t.new_full((B, right), value)], dim=1)
 
-        rows = [RowLayout(r.offset + left, r.prompt_len, r.answer_len, r.suffix_len) for r in self.rows]
+        rows = [RowLayout(r.offset + left, r.prompt_len, r.answer_len, r.suffix_len, r.first_allowed)
+                for r in self.rows]
         return Canvas(pad(self.tokens, self.pad_id), pad(self.valid, False), pad(self.positions, 0),
                       pad(self.answer, False), pad(self.masked, False), rows, self.grid_start + left,
                       self.grid_end + left, self.block_length, self.pad_id)
@@ -97,8 +99,9 @@ class Canvas:
 
 def build_canvas(prompts: list[list[int]], answer_lengths: list[int], suffixes: list[list[int]] | None = None, *,
                  mask_id: int, pad_id: int, block_length: int | None, align: int | None = None,
-                 device: torch.device | str = "cpu") -> Canvas:
+                 device: torch.device | str = "cpu", first_allowed: list[torch.Tensor | None] | None = None) -> Canvas:
     """Lay out a batch. `align`: the model's block_size for block_causal models (blocks then follow it).
+    `first_allowed`: per row, None or the bool [V] mask of tokens its answer's first column may take.
 
     block_length None decodes each answer as one block (the grid's only block spans every answer).
     """
@@ -110,7 +113,9 @@ def build_canvas(prompts: list[list[int]], answer_lengths: list[int], suffixes: 
     else:
         anchors = [len(p) for p in prompts]
     g = max(anchors)
-    rows = [RowLayout(g - a, len(p), m, len(s)) for p, a, m, s in zip(prompts, anchors, answer_lengths, suffixes)]
+    first_allowed = first_allowed or [None] * len(prompts)
+    rows = [RowLayout(g - a, len(p), m, len(s), f)
+            for p, a, m, s, f in zip(prompts, anchors, answer_lengths, suffixes, first_allowed)]
     grid_end = max(r.answer_end for r in rows)
     if block_length is None:
         block_length = max(grid_end - g, 1)

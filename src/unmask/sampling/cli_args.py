@@ -44,6 +44,7 @@ SAMPLER_FLAGS = {
     "stop": ("--stop", "stop"),
     "stop_token_ids": ("--stop-token-ids", "stop_token_ids"),
     "infill_length": ("--infill-length", "infill_length"),
+    "token_healing": ("--no-token-healing", "token_healing"),
 }
 _REGISTERED = "sampler_flags"  # namespace attribute: the destinations add_sampler_arguments added
 
@@ -81,6 +82,9 @@ def add_sampler_arguments(group, *, exclude: Iterable[str] = ()) -> None:
                                     "--max-new-tokens); default: the model's end-of-text ids"),
         "infill_length": dict(type=int, metavar="N",
                               help="infill: the middle's length in tokens (default: try several, keep the best)"),
+        "token_healing": dict(action="store_const", const=False,
+                              help="keep the prompt's last token as tokenized (default: the answer's first token may "
+                                   "re-merge it, e.g. '):' + newline, as in training text)"),
     }
     added = []
     for dest, (flag, _) in SAMPLER_FLAGS.items():

@@ -4,7 +4,8 @@ A model folder's `generation_config.json` supplies defaults (`SamplerConfig.from
 explicit arguments or CLI flags override them. Settings come in two kinds:
 
 - per request (each row of a batch may differ): policy, threshold, entropy_bound, steps_per_block, order,
-  temperature, top_p, top_k, seed, max_new_tokens, stop, stop_token_ids, infill_length, infill_candidates;
+  temperature, top_p, top_k, seed, max_new_tokens, stop, stop_token_ids, infill_length, infill_candidates,
+  token_healing;
 - per batch (`BATCH_FIELDS`: rows that differ here run in separate batches): block_length, cache,
   refresh_every, because they fix the layout of the canvas and when the model is called.
 
@@ -65,6 +66,9 @@ class SamplerConfig:
     stop_token_ids: tuple[int, ...] | None = None
     infill_length: int | None = None  # infilling: the middle's length in tokens; None: choose among candidates
     infill_candidates: tuple[int, ...] = DEFAULT_INFILL_CANDIDATES
+    # Completions of text prompts: re-choose the prompt's last token with the answer's first (healing.py), so a
+    # prompt that ends inside a merged token ("):" of "):\n") does not put the model off its training data.
+    token_healing: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -97,6 +101,8 @@ class SamplerConfig:
                 _integer(getattr(self, name), name, low=1)
         if self.block_length is not None:
             _integer(self.block_length, "block_length", low=0)
+        if not isinstance(self.token_healing, bool):
+            raise UnmaskError(f"token_healing must be true or false, got {self.token_healing!r}")
         if not self.infill_candidates:
             raise UnmaskError("infill_candidates must list at least one length")
         for m in self.infill_candidates:

@@ -99,7 +99,7 @@ class DiffusionDecoder:
         candidates = c.masked[:, s:e] & ~self.done[:, None]
         if self.step_in_block == 0:
             self.initial_masked = candidates.sum(-1)
-        logits = self.block_logits(s, e)
+        logits = self._constrain_first(self.block_logits(s, e), s, e)
         noise = self._gumbel(s, e, logits.shape[-1])
         tokens, confidence, entropy = policies.sample_tokens(logits, self.settings, noise)
         reveal = policies.select_reveals(self.settings, confidence, entropy, candidates, self.initial_masked,
@@ -132,6 +132,14 @@ class DiffusionDecoder:
             logits = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
         if self.cache_mode == "block":
             self.committed_until = max(self.committed_until, s)
+        return logits
+
+    def _constrain_first(self, logits: torch.Tensor, s: int, e: int) -> torch.Tensor:
+        """Rows with a healed prompt: their answer's first column may take only the allowed tokens."""
+        for r, layout in enumerate(self.canvas.rows):
+            if layout.first_allowed is not None and s <= layout.answer_start < e:
+                j = layout.answer_start - s
+                logits[r, j] = logits[r, j].masked_fill(~layout.first_allowed, float("-inf"))
         return logits
 
     def _row_keys(self, row: int, s: int) -> tuple[int, int]:

@@ -28,6 +28,7 @@ from .ar_decoder import ARDecoder
 from .canvas import build_canvas
 from .config import SamplerConfig, resolve_block_length, resolve_cache
 from .diffusion_decoder import DiffusionDecoder
+from .healing import Healing, TokenHealer
 from .policies import RowSettings
 from .stopping import StopScan, cut_at, tokens_covering
 from .streaming import MASK_PLACEHOLDER, Event, FinalText, render_draft
@@ -44,6 +45,12 @@ class Row:
     suffix_ids: list[int] = field(default_factory=list)
     kind: str = "complete"  # "complete"; "fim": autoregressive infilling; "middle": diffusion infilling
     candidate: bool = False  # one of several candidates of one request (no streaming events)
+    healing: Healing | None = None  # the prompt's last token, re-chosen by the answer's first (healing.py)
+
+    def text(self, decode, ids: list[int]) -> str:
+        """The answer's text for its tokens (without the healed prefix, which ends the prompt)."""
+        text = decode(ids)
+        return self.healing.strip(text) if self.healing else text
 
 
 @dataclass
@@ -79,6 +86,14 @@ class Codec:
         self.mask_id = model_config.mask_token_id
         self.pad_id = next((t for t in (model_config.pad_token_id, model_config.eos_token_id) if t is not None), 0)
         self.bos_id = model_config.bos_token_id
+        self._healer: TokenHealer | None = None
+
+    def heal(self, prompt_ids: list[int]) -> tuple[list[int], Healing] | None:
+        if self.tokenizer is None:
+            return None
+        if self._healer is None:
+            self._healer = TokenHealer(self.tokenizer)
+        return self._healer.heal(prompt_ids)
 
     def encode(self, text: str) -> list[int]:
         if self.tokenizer is None:
@@ -100,6 +115,11 @@ def plan_rows(model: torch.nn.Module, codec: Codec, request_id: Hashable, reques
                   else codec.encode(request.suffix) if request.suffix is not None else [])
     if not prompt_ids and not has_suffix:
         raise UnmaskError("the prompt is empty")
+    healing = None
+    if request.prompt_ids is None and not has_suffix and config.token_healing:
+        healed = codec.heal(prompt_ids)
+        if healed is not None:
+            prompt_ids, healing = healed
     if codec.bos_id is not None and getattr(request, "add_bos", True):
         prompt_ids = [codec.bos_id] + prompt_ids
     if has_suffix and cfg.attention == "block_causal":
@@ -125,7 +145,8 @@ def plan_rows(model: torch.nn.Module, codec: Codec, request_id: Hashable, reques
         raise UnmaskError(f"the {what} ({used} tokens) {verb} not fit the model's context of {context} tokens")
     budget = min(config.max_new_tokens, context - used)
     if not has_suffix or cfg.attention == "causal":
-        return [Row(request_id, config, prompt_ids, budget, kind="fim" if has_suffix else "complete")]
+        return [Row(request_id, config, prompt_ids, budget, kind="fim" if has_suffix else "complete",
+                    healing=healing)]
     lengths = infill.candidate_lengths(config, budget)
     return [Row(request_id, config, prompt_ids, m, suffix_ids, "middle", candidate=len(lengths) > 1) for m in lengths]
 
@@ -136,14 +157,16 @@ def make_decoder(model: torch.nn.Module, codec: Codec, rows: list[Row]):
     first = rows[0].config
     cache = resolve_cache(first.cache, cfg.attention)
     device = next(model.parameters()).device
+    first_allowed = [r.healing.vocab_mask(cfg.vocab_size, device) if r.healing else None for r in rows]
     if cfg.attention == "causal":
         settings = RowSettings.from_configs([r.config for r in rows], 1, device)
         return ARDecoder(model, [r.prompt_ids for r in rows], [r.answer_len for r in rows], settings, cache=cache,
-                         pad_id=codec.pad_id, device=device)
+                         pad_id=codec.pad_id, device=device, first_allowed=first_allowed)
     block_length = resolve_block_length(first.block_length, cfg.attention, cfg.block_size)
     canvas = build_canvas([r.prompt_ids for r in rows], [r.answer_len for r in rows], [r.suffix_ids for r in rows],
                           mask_id=cfg.mask_token_id, pad_id=codec.pad_id, block_length=block_length,
-                          align=cfg.block_size if cfg.attention == "block_causal" else None, device=device)
+                          align=cfg.block_size if cfg.attention == "block_causal" else None, device=device,
+                          first_allowed=first_allowed)
     settings = RowSettings.from_configs([r.config for r in rows], canvas.block_length, device)
     return DiffusionDecoder(model, canvas, settings, cache=cache, refresh_every=first.refresh_every,
                             eos_fill=[r.kind != "middle" for r in rows])
@@ -215,7 +238,7 @@ class BatchRunner:
         for b, lv in enumerate(self.live):
             if (lv.row.config.stop or self._streams(lv.row)) and poll.committed[b] != lv.seen:
                 lv.seen = poll.committed[b]
-                lv.text = self.codec.decode(self._final_ids(dec.answer_ids(b, lv.seen), lv.row))
+                lv.text = lv.row.text(self.codec.decode, self._final_ids(dec.answer_ids(b, lv.seen), lv.row))
                 if not poll.done[b] and lv.scan.scan(lv.text) is not None:
                     hits.append(b)
         if hits:
@@ -236,8 +259,10 @@ class BatchRunner:
                 updates.append(Update(lv.row, outcome=outcome, final_text=final_text, step=dec.num_steps))
             elif self._streams(lv.row):
                 delta = lv.final.update(lv.text)
-                draft = (render_draft(*dec.draft_ids(b), self.codec.decode, self.placeholder)
-                         if self.drafts else None)
+                draft = None
+                if self.drafts:
+                    draft = lv.row.text(lambda ids: render_draft(ids, dec.draft_ids(b)[1], self.codec.decode,
+                                                                 self.placeholder), dec.draft_ids(b)[0])
                 if delta or self.drafts:
                     updates.append(Update(lv.row, Event(lv.row.request, dec.num_steps, delta, draft),
                                           step=dec.num_steps))
@@ -291,9 +316,10 @@ class BatchRunner:
         else:
             ended = cut_at(raw, row.config.stop_token_ids)[1]
         ids = self._final_ids(raw, row)
-        text = c.decode(ids)
+        text = row.text(c.decode, ids)
         stop = StopScan(row.config.stop).scan(text) if row.config.stop else None
         if stop is not None:
-            text, ids, ended = text[:stop], ids[:tokens_covering(ids, c.decode, stop)], True
+            covering = tokens_covering(ids, lambda part: row.text(c.decode, part), stop)
+            text, ids, ended = text[:stop], ids[:covering], True
         return Outcome(ids, text, "stop" if ended else "length", counters["forwards"][b], counters["revealed"][b],
                        counters["logprob"][b], wall)
