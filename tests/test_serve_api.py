@@ -149,6 +149,7 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server, cli
         (dict(json={"prompt": "a" * 200}), 400, None),  # over the 96-token context
         (dict(json={"prompt": PROMPT, "stop": ["a", "b", "c", "d", "e"]}), 400, "stop"),
         (dict(json={"prompt": PROMPT, "unknown_field": 1}), 400, "unknown_field"),
+        (dict(json={"prompt": PROMPT, "presence_penalty": 2.5}), 400, "presence_penalty"),
         (dict(json={"prompt": PROMPT, "model": "gpt-5"}), 404, "model"),
     ]
     for kwargs, status, param in cases:
@@ -261,3 +262,16 @@ def test_the_evals_openai_completer_reads_forward_passes(server):
     assert plain.text == expected.text and plain.num_forwards == expected.stats.forward_passes
     assert plain.num_tokens == len(expected.token_ids)
     assert isinstance(infill.num_forwards, int) and infill.num_forwards > 0
+
+
+def test_openai_penalties_reach_the_sampler(client):
+    lm = load_model(diffusion_folder())
+    config = SamplerConfig.from_generation_config(lm.generation_config, max_new_tokens=12, frequency_penalty=1.5,
+                                                  presence_penalty=0.5)
+    [expected] = generate(lm.model, lm.tokenizer, [PROMPT], config)
+    r = client.completions.create(model="diffusion", prompt=PROMPT, max_tokens=12, frequency_penalty=1.5,
+                                  presence_penalty=0.5)
+    assert r.choices[0].text == expected.text
+    chat = client.chat.completions.create(model="diffusion", messages=[{"role": "user", "content": "abc"}],
+                                          max_tokens=4, presence_penalty=1.0)
+    assert chat.choices[0].message.content is not None

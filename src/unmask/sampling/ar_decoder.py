@@ -84,6 +84,12 @@ class ARDecoder:
         for r, allowed in enumerate(self.first_allowed):
             if allowed is not None and self.answer_start[r] == column:
                 logits[r, 0] = logits[r, 0].masked_fill(~allowed, float("-inf"))
+        if self.settings.any_penalty:
+            starts = torch.tensor(self.answer_start, device=self.device)
+            cols = torch.arange(column, device=self.device)
+            answered = cols[None, :] >= starts[:, None]  # [B, column]: the row's answer so far
+            counts = policies.token_counts(self.tokens[:, :column], answered, logits.shape[-1])
+            logits = policies.apply_penalties(logits, counts, self.settings)
         token, confidence, _ = policies.sample_tokens(logits, self.settings, self._gumbel(column, logits.shape[-1]))
         token, confidence = token[:, 0], confidence[:, 0]
         active = ~self.done

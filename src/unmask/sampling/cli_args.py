@@ -45,6 +45,8 @@ SAMPLER_FLAGS = {
     "stop_token_ids": ("--stop-token-ids", "stop_token_ids"),
     "infill_length": ("--infill-length", "infill_length"),
     "token_healing": ("--no-token-healing", "token_healing"),
+    "frequency_penalty": ("--frequency-penalty", "frequency_penalty"),
+    "presence_penalty": ("--presence-penalty", "presence_penalty"),
 }
 _REGISTERED = "sampler_flags"  # namespace attribute: the destinations add_sampler_arguments added
 
@@ -85,6 +87,12 @@ def add_sampler_arguments(group, *, exclude: Iterable[str] = ()) -> None:
         "token_healing": dict(action="store_const", const=False,
                               help="keep the prompt's last token as tokenized (default: the answer's first token may "
                                    "re-merge it, e.g. '):' + newline, as in training text)"),
+        "frequency_penalty": dict(type=float, metavar="F",
+                                  help="lower each token's logit by F times its count in the answer so far, in "
+                                       "[-2, 2] (OpenAI's; default 0)"),
+        "presence_penalty": dict(type=float, metavar="P",
+                                 help="lower the logit of every token already in the answer by P, in [-2, 2] "
+                                      "(OpenAI's; default 0)"),
     }
     added = []
     for dest, (flag, _) in SAMPLER_FLAGS.items():

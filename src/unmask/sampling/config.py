@@ -5,7 +5,7 @@ explicit arguments or CLI flags override them. Settings come in two kinds:
 
 - per request (each row of a batch may differ): policy, threshold, entropy_bound, steps_per_block, order,
   temperature, top_p, top_k, seed, max_new_tokens, stop, stop_token_ids, infill_length, infill_candidates,
-  token_healing;
+  token_healing, frequency_penalty, presence_penalty;
 - per batch (`BATCH_FIELDS`: rows that differ here run in separate batches): block_length, cache,
   refresh_every, because they fix the layout of the canvas and when the model is called.
 
@@ -69,6 +69,10 @@ class SamplerConfig:
     # Completions of text prompts: re-choose the prompt's last token with the answer's first (healing.py), so a
     # prompt that ends inside a merged token ("):" of "):\n") does not put the model off its training data.
     token_healing: bool = True
+    # OpenAI's penalties, on the tokens of the answer so far (for a diffusion row: those already revealed):
+    # a token's logit drops by frequency_penalty x its count + presence_penalty if it occurs at all.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -93,6 +97,8 @@ class SamplerConfig:
         _number(self.entropy_bound, "entropy_bound", low=0.0)
         _number(self.temperature, "temperature", low=0.0)
         _number(self.top_p, "top_p", low=0.0, low_open=True, high=1.0)
+        _number(self.frequency_penalty, "frequency_penalty", low=-2.0, high=2.0)
+        _number(self.presence_penalty, "presence_penalty", low=-2.0, high=2.0)
         for name in ("top_k", "refresh_every", "seed"):
             _integer(getattr(self, name), name, low=0)
         _integer(self.max_new_tokens, "max_new_tokens", low=1)

@@ -100,6 +100,10 @@ class DiffusionDecoder:
         if self.step_in_block == 0:
             self.initial_masked = candidates.sum(-1)
         logits = self._constrain_first(self.block_logits(s, e), s, e)
+        if self.settings.any_penalty:
+            revealed = c.answer & ~c.masked
+            logits = policies.apply_penalties(logits, policies.token_counts(c.tokens, revealed, logits.shape[-1]),
+                                              self.settings)
         noise = self._gumbel(s, e, logits.shape[-1])
         tokens, confidence, entropy = policies.sample_tokens(logits, self.settings, noise)
         reveal = policies.select_reveals(self.settings, confidence, entropy, candidates, self.initial_masked,

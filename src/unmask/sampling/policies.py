@@ -23,6 +23,7 @@ import torch
 from .config import SamplerConfig
 
 POLICY_CODES = {"steps": 0, "threshold": 1, "entropy": 2}
+PENALTIES = ("frequency_penalty", "presence_penalty")
 
 
 @dataclass
@@ -39,6 +40,8 @@ class RowSettings:
     random_order: torch.Tensor  # bool [B]
     stop_ids: torch.Tensor  # long [B, K]: token ids that end each row's answer, padded with -1 (K may be 0)
     seeds: list[int] = field(default_factory=list)
+    frequency_penalty: torch.Tensor | None = None  # float [B]; None: zeros
+    presence_penalty: torch.Tensor | None = None  # float [B]; None: zeros
 
     @classmethod
     def from_configs(cls, configs: list[SamplerConfig], block_length: int, device,
@@ -60,13 +63,19 @@ class RowSettings:
             random_order=t([c.policy == "steps" and c.order == "random" for c in configs], torch.bool),
             stop_ids=_padded_ids(stops, device),
             seeds=[c.seed for c in configs],
+            frequency_penalty=t([c.frequency_penalty for c in configs], torch.float32),
+            presence_penalty=t([c.presence_penalty for c in configs], torch.float32),
         )
 
     def __post_init__(self) -> None:
         self._flags()
 
     def _flags(self) -> None:
+        for name in PENALTIES:
+            if getattr(self, name) is None:
+                setattr(self, name, torch.zeros_like(self.temperature))
         # Host-side copies, read once here, so that the step functions never sync to branch.
+        self.any_penalty = bool((self.frequency_penalty != 0).any() or (self.presence_penalty != 0).any())
         self.sampling_rows = [i for i, v in enumerate(self.temperature.tolist()) if v > 0]
         self.random_rows = [i for i, v in enumerate(self.random_order.tolist()) if v]
         self.any_filter = bool((self.top_k > 0).any() or (self.top_p < 1).any())
@@ -76,7 +85,8 @@ class RowSettings:
         idx = torch.tensor(index, dtype=torch.long, device=self.temperature.device)
         return RowSettings(self.temperature[idx], self.top_p[idx], self.top_k[idx], self.threshold[idx],
                            self.entropy_bound[idx], self.policy[idx], self.steps[idx], self.random_order[idx],
-                           self.stop_ids[idx], [self.seeds[i] for i in index])
+                           self.stop_ids[idx], [self.seeds[i] for i in index], self.frequency_penalty[idx],
+                           self.presence_penalty[idx])
 
     @classmethod
     def concat(cls, parts: list["RowSettings"]) -> "RowSettings":
@@ -85,7 +95,8 @@ class RowSettings:
         stop_ids = torch.cat([torch.nn.functional.pad(p.stop_ids, (0, K - p.stop_ids.shape[1]), value=-1)
                               for p in parts])
         return cls(*[torch.cat([getattr(p, n) for p in parts]) for n in names], stop_ids=stop_ids,
-                   seeds=[s for p in parts for s in p.seeds])
+                   seeds=[s for p in parts for s in p.seeds],
+                   **{n: torch.cat([getattr(p, n) for p in parts]) for n in PENALTIES})
 
     @property
     def fill_ids(self) -> torch.Tensor:
@@ -119,6 +130,19 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
     drop = drop | (mass_before > top_p[:, None, None])
     drop_unsorted = torch.zeros_like(drop).scatter(-1, order, drop)
     return logits.masked_fill(drop_unsorted, float("-inf"))
+
+
+def token_counts(tokens: torch.Tensor, counted: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """float [B, V]: how often each token occurs among the `counted` (bool [B, W]) columns of `tokens` [B, W]."""
+    counts = torch.zeros(tokens.shape[0], vocab_size, device=tokens.device)
+    return counts.scatter_add_(1, tokens.clamp(0, vocab_size - 1), counted.float())
+
+
+def apply_penalties(logits: torch.Tensor, counts: torch.Tensor, settings: RowSettings) -> torch.Tensor:
+    """OpenAI's penalties: logits [B, N, V] - frequency x count - presence x (count > 0), per row."""
+    penalty = (settings.frequency_penalty[:, None] * counts
+               + settings.presence_penalty[:, None] * (counts > 0).float())
+    return logits.float() - penalty[:, None, :]
 
 
 def sample_tokens(logits: torch.Tensor, settings: RowSettings,

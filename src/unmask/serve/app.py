@@ -131,7 +131,6 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
     async def completions(body: CompletionRequest, request: Request):
         if body.logprobs is not None:
             raise APIError(400, "logprobs are not supported", param="logprobs")
-        _no_penalties(body)
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts:
             raise APIError(400, "prompt: give a string or a non-empty list of strings", param="prompt")
@@ -143,7 +142,6 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        _no_penalties(body)
         served = _pick(engine, body.model)
         messages = [(m.role, m.text()) for m in body.messages]
         special = {}
@@ -178,6 +176,8 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
         seed = (body.seed if body.seed is not None else seeds.randrange(1 << 31)) & ((1 << 63) - 1)
         overrides = dict(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, policy=body.policy,
                          threshold=body.threshold, entropy_bound=body.entropy_bound, block_length=body.block_length,
+                         presence_penalty=getattr(body, "presence_penalty", None),
+                         frequency_penalty=getattr(body, "frequency_penalty", None),
                          max_new_tokens=max_tokens or min(served.defaults.max_new_tokens, limits.max_tokens),
                          # The model's own stop strings (generation_config.json) stay: they are part of its format.
                          stop=tuple(dict.fromkeys(served.defaults.stop + tuple(body.stop) + extra_stops)))
@@ -247,12 +247,6 @@ def _pick(engine: Engine, name: str | None) -> ServedModel:
 
 def _model_card(m: ServedModel) -> dict[str, Any]:
     return {"id": m.name, "object": "model", "created": 0, "owned_by": "unmask"}
-
-
-def _no_penalties(body) -> None:
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(body, name, None):
-            raise APIError(400, f"{name} is not supported (leave it unset or 0)", param=name)
 
 
 def _token_text(tok, token_id: int | None) -> str:
