@@ -11,7 +11,7 @@ from conftest import tiny_model
 from unmask.data.special_tokens import ENDOFTEXT_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
 from unmask.diffusion import (apply_mask, ar_nll, bits_per_byte, block_causal, block_diagonal,
                               block_diffusion_inputs, block_diffusion_mask, block_output_logits, count_masks,
-                              fim_rewrite, first_token_given, masked_diffusion_loss, nelbo_draws, nelbo_estimates,
+                              fim_rewrite, first_token_given, left_to_right_nll, masked_diffusion_loss, nelbo_draws, nelbo_estimates,
                               next_token_loss, offset_block_causal, stratified_times, token_mask)
 
 MASK = 3  # the enumerable models: vocabulary {0, 1, 2} plus the mask token 3
@@ -293,6 +293,21 @@ def test_ar_nll_is_exact_and_normalised():
         logits = model(seqs[:1])
         want = -sum(torch.log_softmax(logits[0, j - 1], -1)[seqs[0, j]].item() for j in range(1, 4))
         assert nll[0].item() == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_left_to_right_nll_is_exact_and_normalised(shift):
+    model = small_model(12, shift_logits=shift)
+    with torch.no_grad():
+        seqs = torch.tensor([[2, *tail] for tail in itertools.product(range(4), repeat=3)])
+        nll = left_to_right_nll(model, seqs, mask_token_id=MASK, shift_logits=shift, rows_per_pass=2)
+        assert torch.exp(-nll).sum().item() == pytest.approx(1.0, abs=1e-5)
+        x, want = seqs[37], 0.0
+        for j in range(1, 4):
+            x_t = x.clone()
+            x_t[j:] = MASK
+            want -= torch.log_softmax(model(x_t[None])[0, j - 1 if shift else j], -1)[x[j]].item()
+        assert nll[37].item() == pytest.approx(want, rel=1e-5)
 
 
 def test_bits_per_byte():

@@ -140,6 +140,28 @@ def test_likelihood_bound_is_seeded(models, tmp_path, name):
     assert all(math.isfinite(v) and v > 0 for v in values)
 
 
+def test_left_to_right_likelihood_of_a_diffusion_model(models, tmp_path, capsys):
+    lm = load_model(models["diffusion"])
+    shards = _shards(tmp_path / "shards", lm.model.config.vocab_size)
+    out = tmp_path / "l2r.json"
+    assert _eval("likelihood", "--model", models["diffusion"], "--shards", shards, "--window", 32, "--windows", 2,
+                 "--likelihood-order", "left-to-right", "--out", out) == 0
+    result = json.loads(out.read_text())
+    from unmask.data.shards import TokenShards
+    from unmask.diffusion import left_to_right_nll
+
+    data = TokenShards(shards, "val")
+    x = torch.stack([torch.from_numpy(data.read(i * 32, 32).astype("int64")) for i in range(2)])
+    cfg = lm.model.config
+    expected = left_to_right_nll(lm.model, x, mask_token_id=cfg.mask_token_id,
+                                 shift_logits=cfg.shift_logits).sum().item() / (2 * 31)
+    assert (result["metric"], result["order"], result["mc_samples"]) == ("left_to_right_nll", "left-to-right", None)
+    assert result["nats_per_token"] == pytest.approx(expected, rel=1e-5)
+    assert _eval("likelihood", "--model", models["block"], "--shards", shards, "--window", 32, "--windows", 1,
+                 "--likelihood-order", "left-to-right", "--out", out) != 0
+    assert "bidirectional" in capsys.readouterr().err
+
+
 def test_sweep_over_thresholds_and_the_twin(models, tmp_path):
     out = tmp_path / "sweep"
     assert _eval("sweep", "humaneval", "--model", models["diffusion"], "--ar-model", models["ar"], "--grid",

@@ -10,6 +10,10 @@ by (seed, window). Both measure tokens 1..L-1 of each window given token 0, so t
 directly; nats per token become bits per byte with the split's token/byte ratio from the shard index
 (the same definition training validation uses). The standard error is over windows (for the bound it
 includes the Monte Carlo noise).
+
+`order="left-to-right"` scores a masked-diffusion model instead by the exact likelihood of decoding it
+one token per step from left to right (`diffusion.left_to_right_nll`: a likelihood, not a bound, of that
+sampler; window_len - 1 forward passes per window, so use fewer windows).
 """
 
 from __future__ import annotations
@@ -23,16 +27,19 @@ import torch
 from ..errors import UnmaskError
 
 
+ORDERS = ("random", "left-to-right")
+
+
 def _window_seed(seed: int, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"likelihood:{seed}:{index}".encode()).digest()[:8], "little") >> 1
 
 
 def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: int = 256, num_windows: int = 100,
-                        mc_samples: int = 16, batch_size: int = 8, seed: int = 0,
+                        mc_samples: int = 16, batch_size: int = 8, seed: int = 0, order: str = "random",
                         progress: bool = True) -> dict[str, Any]:
     """Nats per token, bits per byte and standard errors of a LoadedModel on a shard split."""
     from ..data.shards import TokenShards, read_index
-    from ..diffusion import ar_nll, bits_per_byte, nelbo_draws, nelbo_estimates
+    from ..diffusion import ar_nll, bits_per_byte, left_to_right_nll, nelbo_draws, nelbo_estimates
 
     model, cfg = lm.model, lm.model.config
     shards = TokenShards(shards_dir, split)
@@ -47,6 +54,12 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
         raise UnmaskError(f"--window {window_len} must be a multiple of the model's block_size {block}")
     if cfg.attention == "causal" and not cfg.shift_logits:
         raise UnmaskError(f"{lm.path}: a causal model must predict the next token (shift_logits true in config.json)")
+    if order not in ORDERS:
+        raise UnmaskError(f"--likelihood-order must be one of {', '.join(ORDERS)}, got {order!r}")
+    l2r = order == "left-to-right" and cfg.attention != "causal"  # a causal model's NLL is left to right already
+    if l2r and cfg.attention != "bidirectional":
+        raise UnmaskError(f"--likelihood-order left-to-right scores masked-diffusion (bidirectional) models; "
+                          f"{lm.path} is {cfg.attention}")
     if cfg.attention != "causal" and cfg.mask_token_id is None:
         raise UnmaskError(f"{lm.path}: config.json has no mask_token_id, so the diffusion bound cannot be computed")
     total = min(num_windows, len(shards) // window_len)
@@ -64,6 +77,8 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
             x = x.to(device)
             if cfg.attention == "causal":
                 nats = ar_nll(model, x)
+            elif l2r:
+                nats = left_to_right_nll(model, x, mask_token_id=cfg.mask_token_id, shift_logits=cfg.shift_logits)
             else:
                 draws = [nelbo_draws(mc_samples, window_len, window_len // block if block else 1,
                                      torch.Generator().manual_seed(_window_seed(seed, i))) for i in ids]
@@ -77,12 +92,13 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
     stderr = (math.sqrt(sum((v - mean) ** 2 for v in per_window) / (len(per_window) - 1) / len(per_window))
               if len(per_window) > 1 else None)
     result: dict[str, Any] = {
-        "metric": "nll" if cfg.attention == "causal" else "nelbo",
+        "metric": "nll" if cfg.attention == "causal" else "left_to_right_nll" if l2r else "nelbo",
+        "order": "left-to-right" if cfg.attention == "causal" or l2r else "random",
         "objective": {"causal": "autoregressive", "bidirectional": "masked diffusion",
                       "block_causal": f"block diffusion (block {block})"}[cfg.attention],
         "nats_per_token": mean, "nats_per_token_stderr": stderr,
         "split": split, "windows": total, "window_len": window_len,
-        "mc_samples": None if cfg.attention == "causal" else mc_samples, "seed": seed,
+        "mc_samples": None if cfg.attention == "causal" or l2r else mc_samples, "seed": seed,
     }
     num_bytes = (index.get("num_bytes") or {}).get(split)
     if num_bytes:
