@@ -7,6 +7,10 @@ OUT=${1:-runs/card}
 for m in ${MODELS:-default default-ar}; do   # MODELS=default-ar evaluates one; BENCH=0 skips the bench
   unmask eval likelihood --model "$m" --shards data/shards4k --split val --windows 256 --mc-samples 8 \
     --out "$OUT/$m/likelihood.json" --no-progress
+  if [ "$m" = default ]; then  # the diffusion model's exact likelihood decoded left to right (255 passes per window)
+    unmask eval likelihood --model "$m" --shards data/shards4k --split val --windows 64 \
+      --likelihood-order left-to-right --out "$OUT/$m/likelihood-l2r.json" --no-progress
+  fi
   unmask eval lines --model "$m" --corpus data/corpus --limit 300 --seed 0 --out "$OUT/$m/lines.json" --no-progress
   unmask eval humaneval --model "$m" --n-samples 1 --k 1 --out "$OUT/$m/humaneval.json" --no-progress
   unmask eval infill-single --model "$m" --limit 200 --out "$OUT/$m/infill-single.json" --no-progress
