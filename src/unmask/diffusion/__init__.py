@@ -19,6 +19,6 @@ from .masking import apply_mask, count_masks, first_token_given, stratified_time
 __all__ = [
     "align_logits", "apply_mask", "ar_nll", "bits_per_byte", "block_causal", "block_diagonal",
     "block_diffusion_inputs", "block_diffusion_mask", "block_output_logits", "block_times", "count_masks",
-    "fim_rewrite", "first_token_given", "left_to_right_nll", "masked_diffusion_loss", "nelbo_draws", "nelbo_estimates",
-    "next_token_loss", "offset_block_causal", "stratified_times", "token_mask", "weighted_masked_ce",
+    "fim_rewrite", "first_token_given", "left_to_right_nll", "masked_diffusion_loss", "nelbo_draws",
+    "nelbo_estimates", "next_token_loss", "offset_block_causal", "stratified_times", "token_mask", "weighted_masked_ce",
 ]

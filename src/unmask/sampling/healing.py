@@ -1,12 +1,12 @@
 """Token healing: let the answer's first token re-choose how the prompt's last token is merged.
 
 A BPE tokenizer merges across the spot where a prompt ends and its continuation starts. Our code
-tokenizer has one token for "):\n" (and for "\n" plus indentation), so in training text a function
-header is never followed by the token "):" alone; a prompt that ends in "):" puts the model somewhere it
-has never been, and small models answer it with junk. Healing removes the prompt's last token and
-constrains the first answer token to the tokens whose text starts with the removed one ("):" itself,
-"):\n", "):\n    ", ...); the answer's text then drops that known beginning again, so the caller sees
-only what follows its prompt. (The technique is Microsoft guidance's "token healing".)
+tokenizer has one token for "):\n", so in training text a function header is almost never followed by
+the token "):" alone; a prompt that ends in "):" puts the model somewhere it has rarely been, and small
+models answer it on the same line. Healing removes the prompt's last token and constrains the first
+answer token to the tokens whose text starts with the removed one ("):" itself, "):\n", "):\n\n");
+the answer's text then drops that known beginning again, so the caller sees only what follows its
+prompt. (The technique is Microsoft guidance's "token healing".)
 
 Healing applies only where it is exact: a byte-level BPE tokenizer (byte strings map one-to-one onto its
 token strings, so "text starts with" is "token string starts with"), a last token that is an ordinary
