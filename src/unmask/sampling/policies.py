@@ -23,7 +23,6 @@ import torch
 from .config import SamplerConfig
 
 POLICY_CODES = {"steps": 0, "threshold": 1, "entropy": 2}
-PENALTIES = ("frequency_penalty", "presence_penalty")
 
 
 @dataclass
@@ -38,10 +37,10 @@ class RowSettings:
     policy: torch.Tensor  # long [B], POLICY_CODES
     steps: torch.Tensor  # long [B]; steps per block of the `steps` policy
     random_order: torch.Tensor  # bool [B]
+    frequency_penalty: torch.Tensor  # float [B]
+    presence_penalty: torch.Tensor  # float [B]
     stop_ids: torch.Tensor  # long [B, K]: token ids that end each row's answer, padded with -1 (K may be 0)
     seeds: list[int] = field(default_factory=list)
-    frequency_penalty: torch.Tensor | None = None  # float [B]; None: zeros
-    presence_penalty: torch.Tensor | None = None  # float [B]; None: zeros
 
     @classmethod
     def from_configs(cls, configs: list[SamplerConfig], block_length: int, device,
@@ -61,19 +60,16 @@ class RowSettings:
             policy=t([POLICY_CODES[c.policy] for c in configs], torch.long),
             steps=t([c.steps_per_block or block_length for c in configs], torch.long),
             random_order=t([c.policy == "steps" and c.order == "random" for c in configs], torch.bool),
-            stop_ids=_padded_ids(stops, device),
-            seeds=[c.seed for c in configs],
             frequency_penalty=t([c.frequency_penalty for c in configs], torch.float32),
             presence_penalty=t([c.presence_penalty for c in configs], torch.float32),
+            stop_ids=_padded_ids(stops, device),
+            seeds=[c.seed for c in configs],
         )
 
     def __post_init__(self) -> None:
         self._flags()
 
     def _flags(self) -> None:
-        for name in PENALTIES:
-            if getattr(self, name) is None:
-                setattr(self, name, torch.zeros_like(self.temperature))
         # Host-side copies, read once here, so that the step functions never sync to branch.
         self.any_penalty = bool((self.frequency_penalty != 0).any() or (self.presence_penalty != 0).any())
         self.sampling_rows = [i for i, v in enumerate(self.temperature.tolist()) if v > 0]
@@ -85,18 +81,18 @@ class RowSettings:
         idx = torch.tensor(index, dtype=torch.long, device=self.temperature.device)
         return RowSettings(self.temperature[idx], self.top_p[idx], self.top_k[idx], self.threshold[idx],
                            self.entropy_bound[idx], self.policy[idx], self.steps[idx], self.random_order[idx],
-                           self.stop_ids[idx], [self.seeds[i] for i in index], self.frequency_penalty[idx],
-                           self.presence_penalty[idx])
+                           self.frequency_penalty[idx], self.presence_penalty[idx], self.stop_ids[idx],
+                           [self.seeds[i] for i in index])
 
     @classmethod
     def concat(cls, parts: list["RowSettings"]) -> "RowSettings":
-        names = ["temperature", "top_p", "top_k", "threshold", "entropy_bound", "policy", "steps", "random_order"]
+        names = ["temperature", "top_p", "top_k", "threshold", "entropy_bound", "policy", "steps", "random_order",
+                 "frequency_penalty", "presence_penalty"]
         K = max(p.stop_ids.shape[1] for p in parts)
         stop_ids = torch.cat([torch.nn.functional.pad(p.stop_ids, (0, K - p.stop_ids.shape[1]), value=-1)
                               for p in parts])
         return cls(*[torch.cat([getattr(p, n) for p in parts]) for n in names], stop_ids=stop_ids,
-                   seeds=[s for p in parts for s in p.seeds],
-                   **{n: torch.cat([getattr(p, n) for p in parts]) for n in PENALTIES})
+                   seeds=[s for p in parts for s in p.seeds])
 
     @property
     def fill_ids(self) -> torch.Tensor:

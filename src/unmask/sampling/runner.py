@@ -28,7 +28,7 @@ from .ar_decoder import ARDecoder
 from .canvas import build_canvas
 from .config import SamplerConfig, resolve_block_length, resolve_cache
 from .diffusion_decoder import DiffusionDecoder
-from .healing import Healing, TokenHealer
+from .healing import Healing, healer_for
 from .policies import RowSettings
 from .stopping import StopScan, cut_at, tokens_covering
 from .streaming import MASK_PLACEHOLDER, Event, FinalText, render_draft
@@ -86,14 +86,9 @@ class Codec:
         self.mask_id = model_config.mask_token_id
         self.pad_id = next((t for t in (model_config.pad_token_id, model_config.eos_token_id) if t is not None), 0)
         self.bos_id = model_config.bos_token_id
-        self._healer: TokenHealer | None = None
 
     def heal(self, prompt_ids: list[int]) -> tuple[list[int], Healing] | None:
-        if self.tokenizer is None:
-            return None
-        if self._healer is None:
-            self._healer = TokenHealer(self.tokenizer)
-        return self._healer.heal(prompt_ids)
+        return healer_for(self.tokenizer).heal(prompt_ids) if self.tokenizer is not None else None
 
     def encode(self, text: str) -> list[int]:
         if self.tokenizer is None:
@@ -261,8 +256,8 @@ class BatchRunner:
                 delta = lv.final.update(lv.text)
                 draft = None
                 if self.drafts:
-                    draft = lv.row.text(lambda ids: render_draft(ids, dec.draft_ids(b)[1], self.codec.decode,
-                                                                 self.placeholder), dec.draft_ids(b)[0])
+                    draft = render_draft(*dec.draft_ids(b), self.codec.decode, self.placeholder)
+                    draft = lv.row.healing.strip(draft) if lv.row.healing else draft
                 if delta or self.drafts:
                     updates.append(Update(lv.row, Event(lv.row.request, dec.num_steps, delta, draft),
                                           step=dec.num_steps))
