@@ -3,15 +3,17 @@
 # repository root, with data/shards4k built as configs/default-ar.toml says. Re-running continues an
 # interrupted run from its newest checkpoint.
 #
-# Two stages, as the shipped models were trained (MODEL_CARD.md):
+# In stages, as the shipped models were trained (MODEL_CARD.md):
 #   1. the configs as written: 10.24M tokens each (the twin; then the diffusion model from the twin's step 1250);
-#   2. both continued with --resume to 20.48M tokens each (the cosine schedule re-stretched over the new budget,
-#      so the learning rate re-warms from 10 % to ~56 % (twin) / ~79 % (diffusion) of its peak and decays again).
-# STAGE2_TOKENS=0 stops after stage 1. THREADS (default 2) is per run; stage 2 ran both runs at once, 1 thread each.
+#   2., 3., ...: both continued with --resume to each budget of STAGES in turn (default 20.48M, then 30.72M
+#      tokens each). Each raises optim.max_tokens, which re-stretches the cosine schedule over the new budget, so
+#      the learning rate re-warms part of the way (to ~56 % / ~79 % of its peak in stage 2, less in stage 3) and
+#      decays again.
+# STAGES="" stops after stage 1. THREADS (default 2) is per run; stages 2 and 3 ran both runs at once, 1 thread each.
 set -euo pipefail
 export LD_PRELOAD=${LD_PRELOAD:-libjemalloc.so.2} MALLOC_CONF=${MALLOC_CONF:-dirty_decay_ms:-1,muzzy_decay_ms:-1}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # idle threads sleep: on a busy CPU spinning stalled training 10x
-STAGE2_TOKENS=${STAGE2_TOKENS:-20480000}
+STAGES=${STAGES-20480000 30720000}
 THREADS=${THREADS:-2}
 tokens_of() {  # the total tokens of a run's exported model, 0 when there is none
   python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['total_tokens'])" "$1/model/trainer_state.json" \
@@ -28,7 +30,7 @@ run() {  # run CONFIG OUT_DIR [MAX_TOKENS]: fresh, or --resume when a checkpoint
 }
 time run configs/default-ar.toml runs/default-ar
 time run configs/default-diffusion.toml runs/default-diffusion
-if [ "$STAGE2_TOKENS" != 0 ]; then
-  time run configs/default-ar.toml runs/default-ar "$STAGE2_TOKENS"
-  time run configs/default-diffusion.toml runs/default-diffusion "$STAGE2_TOKENS"
-fi
+for budget in $STAGES; do
+  time run configs/default-ar.toml runs/default-ar "$budget"
+  time run configs/default-diffusion.toml runs/default-diffusion "$budget"
+done
