@@ -15,5 +15,10 @@ for m in ${MODELS:-default default-ar}; do   # MODELS=default-ar evaluates one; 
   unmask eval humaneval --model "$m" --n-samples 1 --k 1 --out "$OUT/$m/humaneval.json" --no-progress
   unmask eval infill-single --model "$m" --limit 200 --out "$OUT/$m/infill-single.json" --no-progress
 done
+for t in lines infill-single; do  # paired sign tests, once both models' results exist
+  if [ -f "$OUT/default/$t.json" ] && [ -f "$OUT/default-ar/$t.json" ]; then
+    unmask eval compare "$OUT/default/$t.json" "$OUT/default-ar/$t.json" --out "$OUT/compare-$t.json"
+  fi
+done
 [ "${BENCH:-1}" = 0 ] || unmask bench --model default --ar-model default-ar --prompts humaneval --limit 8 \
   --max-new-tokens 128 --batch-sizes 1,8 --repeats 2 --warmup 1 --out "$OUT/bench" --no-progress

@@ -1,4 +1,4 @@
-"""`unmask eval`: score a model on code tasks, held-out lines or likelihood, or sweep sampler settings.
+"""`unmask eval`: score a model on code tasks, held-out lines or likelihood, sweep sampler settings, or compare.
 
     unmask eval humaneval --model DIR --n-samples 10 --k 1,10 --temperature 0.2
     unmask eval infill-single --model DIR --infill-length oracle --limit 100
@@ -7,6 +7,7 @@
     unmask eval lines --model DIR --corpus data/corpus --limit 150
     unmask eval likelihood --model DIR --shards data/shards
     unmask eval sweep humaneval --model DIR --grid threshold=0.5,0.7,0.9 --ar-model DIR_AR --out runs/sweep
+    unmask eval compare runs/eval/default/lines.json runs/eval/default-ar/lines.json   # paired sign test
 
 Sampler settings default to the model's generation_config.json; the flags below override them. Results go
 to --out (default runs/eval/MODEL/TASK.json); running the same command again resumes an interrupted run.
@@ -22,7 +23,7 @@ from pathlib import Path
 from ..sampling.cli_args import add_sampler_arguments, sampler_config_from_args
 
 CODE_TASKS = ("humaneval", "infill-single", "infill-multi", "infill-span")
-OTHER_TASKS = ("lines", "likelihood", "sweep")
+OTHER_TASKS = ("lines", "likelihood", "sweep", "compare")
 LINES_DEFAULT_MAX_NEW_TOKENS = 32  # a line rarely needs more; a 128-token canvas would cost 4x per step
 
 
@@ -32,7 +33,8 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
                               + ", or a .jsonl file in HumanEval's format",
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", metavar="TASK", help="what to evaluate (see below)")
-    p.add_argument("sweep_task", metavar="SWEEP_TASK", nargs="?", help="with 'sweep': the task to sweep over")
+    p.add_argument("task_args", metavar="ARG", nargs="*",
+                   help="with 'sweep': the task to sweep over; with 'compare': two results files, A and B")
     m = p.add_argument_group("model")
     m.add_argument("--model", default=None, help="checkpoint folder or bundled name (default: the bundled 'default')")
     m.add_argument("--url", default=None, help="score an OpenAI-compatible server instead (its /v1/completions)")
@@ -105,13 +107,19 @@ def _ks(text: str) -> tuple[int, ...]:
 def run(args: argparse.Namespace) -> int:
     from ..errors import UnmaskError
 
-    task = args.task
+    task, extra = args.task, args.task_args
+    if task == "compare":
+        if len(extra) != 2:
+            raise UnmaskError("eval compare needs two results files, e.g. 'unmask eval compare A.json B.json'")
+        return _run_compare(args, *extra)
+    args.sweep_task = None
     if task == "sweep":
-        if not args.sweep_task:
+        if len(extra) != 1:
             raise UnmaskError("eval sweep needs the task to sweep, e.g. 'unmask eval sweep humaneval --grid ...'")
+        args.sweep_task = extra[0]
         return _run_sweep(args)
-    if args.sweep_task:
-        raise UnmaskError(f"unexpected second argument {args.sweep_task!r} (only 'sweep' takes a task)")
+    if extra:
+        raise UnmaskError(f"unexpected argument {extra[0]!r} (only 'sweep' and 'compare' take more)")
     if task == "likelihood":
         return _run_likelihood(args)
     if task not in CODE_TASKS + ("lines",) and not task.endswith((".jsonl", ".jsonl.gz")):
@@ -262,3 +270,28 @@ def _run_sweep(args) -> int:
                      log=lambda *a: print(*a, file=sys.stderr))
     print((out / "frontier.md").read_text(), end="")
     return 0 if rows else 1
+
+
+def _run_compare(args, path_a: str, path_b: str) -> int:
+    from ..errors import UnmaskError
+    from .compare import compare_results, format_table, rows_to_dicts
+
+    def load(path):
+        try:
+            return json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UnmaskError(f"cannot read results file {path}: {e}") from None
+
+    a, b = load(path_a), load(path_b)
+    rows = compare_results(a, b)
+    names = [r.get("model", {}).get("name") or Path(p).stem for r, p in ((a, path_a), (b, path_b))]
+    if names[0] == names[1]:
+        names = ["A", "B"]
+    print(f"{a['task']}: {names[0]} ({path_a}) vs {names[1]} ({path_b}), paired over the tasks both scored")
+    print(format_table(rows, *names))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"task": a["task"], "a": path_a, "b": path_b, "names": names,
+                                   "rows": rows_to_dicts(rows)}, indent=2))
+    return 0

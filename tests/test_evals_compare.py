@@ -1,0 +1,80 @@
+"""`unmask eval compare`: paired sign tests between two results files."""
+
+import json
+import math
+
+import pytest
+
+from unmask.cli import main
+from unmask.errors import UnmaskError
+from unmask.evals.compare import compare_results, sign_test_p
+
+
+def _results(task, model, passed: dict[str, int], n=1, groups=()):
+    return {"task": task, "model": {"name": model}, "by_group": {g: {} for g in groups},
+            "per_task": [{"task_id": t, "n": n, "passed": p} for t, p in passed.items()]}
+
+
+def test_sign_test_matches_the_binomial_by_hand():
+    assert sign_test_p(7, 0) == pytest.approx(2 / 2 ** 7)
+    assert sign_test_p(11, 1) == pytest.approx(2 * (1 + 12) / 2 ** 12) == sign_test_p(1, 11)
+    assert sign_test_p(0, 0) == 1.0 and sign_test_p(3, 3) == 1.0
+    # against the definition: the probability of a split at least as far from even as the observed one
+    for n in range(1, 13):
+        for k in range(n + 1):
+            extreme = sum(math.comb(n, i) for i in range(n + 1) if abs(2 * i - n) >= abs(2 * k - n)) / 2 ** n
+            assert sign_test_p(k, n - k) == pytest.approx(extreme)
+
+
+def test_rows_pair_tasks_per_group_and_overall():
+    a = _results("lines", "diff", {"f:1/infill": 1, "f:1/completion": 0, "f:2/infill": 1, "f:2/completion": 1,
+                                   "f:3/infill": 0}, groups=("infill", "completion"))
+    b = _results("lines", "ar", {"f:1/infill": 0, "f:1/completion": 1, "f:2/infill": 0, "f:2/completion": 1,
+                                 "g:9/infill": 1}, groups=("infill", "completion"))
+    rows = {r.group: r for r in compare_results(a, b)}
+    assert list(rows) == ["all", "infill", "completion"]
+    assert (rows["all"].tasks, rows["all"].only_a, rows["all"].only_b) == (4, 2, 1)  # f:3 and g:9 are not shared
+    assert (rows["infill"].tasks, rows["infill"].only_a, rows["infill"].only_b) == (2, 2, 0)
+    assert rows["infill"].pass_a == 1.0 and rows["infill"].pass_b == 0.0
+    assert rows["infill"].p_value == pytest.approx(0.5)
+    assert (rows["completion"].only_a, rows["completion"].only_b) == (0, 1)
+
+
+def test_several_samples_compare_pass_rates():
+    a = _results("humaneval", "x", {"t/0": 3, "t/1": 1}, n=4)
+    b = _results("humaneval", "y", {"t/0": 1, "t/1": 1}, n=4)
+    [row] = compare_results(a, b)
+    assert (row.only_a, row.only_b, row.pass_a, row.pass_b) == (1, 0, 0.5, 0.25)
+
+
+def test_mismatched_results_are_refused():
+    with pytest.raises(UnmaskError, match="different tasks"):
+        compare_results(_results("lines", "a", {"t": 1}), _results("humaneval", "b", {"t": 1}))
+    with pytest.raises(UnmaskError, match="share no task"):
+        compare_results(_results("lines", "a", {"t": 1}), _results("lines", "b", {"u": 1}))
+    with pytest.raises(UnmaskError, match="no per-task"):
+        compare_results({"task": "lines"}, _results("lines", "b", {"u": 1}))
+
+
+def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
+    a = tmp_path / "a.json"
+    b = tmp_path / "b.json"
+    a.write_text(json.dumps(_results("infill-single", "default", {f"t/{i}": int(i < 7) for i in range(20)})))
+    b.write_text(json.dumps(_results("infill-single", "default-ar", {f"t/{i}": 0 for i in range(20)})))
+    out = tmp_path / "cmp" / "compare.json"
+    assert main(["eval", "compare", str(a), str(b), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| all | 20 | 0.3500 | 0.0000 | 7 | 0 | 0.01562 |" in printed
+    saved = json.loads(out.read_text())
+    assert saved["names"] == ["default", "default-ar"] and saved["rows"][0]["only_a"] == 7
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "only-one.json"], "two results files"),
+    (["compare", "missing-a.json", "missing-b.json"], "cannot read results file"),
+    (["humaneval", "stray"], "unexpected argument"),
+])
+def test_bad_compare_input_is_one_line_error(argv, message, capsys):
+    assert main(["eval", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
