@@ -274,7 +274,9 @@ def _run_sweep(args) -> int:
 
 def _run_compare(args, path_a: str, path_b: str) -> int:
     from ..errors import UnmaskError
-    from .compare import compare_results, format_table, rows_to_dicts
+    from dataclasses import asdict
+
+    from .compare import compare_results, format_table
 
     def load(path):
         try:
@@ -293,5 +295,5 @@ def _run_compare(args, path_a: str, path_b: str) -> int:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"task": a["task"], "a": path_a, "b": path_b, "names": names,
-                                   "rows": rows_to_dicts(rows)}, indent=2))
+                                   "rows": [asdict(r) for r in rows]}, indent=2))
     return 0

@@ -9,7 +9,7 @@ better (McNemar's exact test when every task has one sample). A task's score is 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UnmaskError
@@ -69,10 +69,6 @@ def compare_results(a: dict[str, Any], b: dict[str, Any]) -> list[PairedRow]:
         rows.append(PairedRow(group, len(ids), sum(rates_a[t] for t in ids) / len(ids),
                               sum(rates_b[t] for t in ids) / len(ids), only_a, only_b, sign_test_p(only_a, only_b)))
     return rows
-
-
-def rows_to_dicts(rows: list[PairedRow]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in rows]
 
 
 def format_table(rows: list[PairedRow], name_a: str, name_b: str) -> str:
