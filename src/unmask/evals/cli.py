@@ -273,9 +273,9 @@ def _run_sweep(args) -> int:
 
 
 def _run_compare(args, path_a: str, path_b: str) -> int:
-    from ..errors import UnmaskError
     from dataclasses import asdict
 
+    from ..errors import UnmaskError
     from .compare import compare_results, format_table
 
     def load(path):

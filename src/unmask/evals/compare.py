@@ -46,7 +46,11 @@ def _group_of(results: dict[str, Any]):
     """A task's group: the last '/' part of its id when that names one of the result's groups (`lines` ids
     end in /infill, /infill-line, /completion), else none."""
     groups = set(results.get("by_group", {}))
-    return lambda task_id: task_id.rsplit("/", 1)[-1] if task_id.rsplit("/", 1)[-1] in groups else None
+
+    def group_of(task_id: str) -> str | None:
+        last = task_id.rsplit("/", 1)[-1]
+        return last if last in groups else None
+    return group_of
 
 
 def compare_results(a: dict[str, Any], b: dict[str, Any]) -> list[PairedRow]:
