@@ -1,7 +1,8 @@
 """The bundled models shipped in the package (issue #12): both names load, they are twins, they fit the size
-limit, and the README's first command runs and is deterministic. (Whether its output parses is a property of
-the trained weights, reported in MODEL_CARD.md, not something a test can make true.)"""
+limit, and the README's first command runs, is deterministic and prints Python that parses (generate ends the
+answer with the function's block; the answer before that point is the weights' own)."""
 
+import ast
 import hashlib
 import json
 
@@ -59,3 +60,22 @@ def test_readme_command_runs_and_is_deterministic(name, capsys):
     assert outputs[0].out.startswith("def fibonacci(n):") and len(outputs[0].out) > len("def fibonacci(n):\n")
     assert outputs[0].out == outputs[1].out
     assert "tokens/forward" in outputs[0].err
+    ast.parse(outputs[0].out)
+
+
+@pytest.mark.parametrize("name", ["default", "default-ar"])
+def test_the_block_end_cuts_the_same_answer_short_and_streams_it_whole(name):
+    from unmask.sampling import Request, SamplerConfig, generate, stream
+
+    lm = load_model(name)
+    config = SamplerConfig.from_generation_config(lm.generation_config)
+    prompt = "def fibonacci(n):"
+    [whole] = generate(lm.model, lm.tokenizer, [prompt], config)
+    block_config = config.replace(stop_at_block_end=True)
+    [block] = generate(lm.model, lm.tokenizer, [prompt], block_config)
+    # The model writes past the function; the block rule keeps exactly the function, in fewer forward passes.
+    assert whole.text.startswith(block.text) and len(whole.text) > len(block.text)
+    assert block.finish_reason == "stop" and block.stats.forward_passes < whole.stats.forward_passes
+    ast.parse(prompt + block.text)
+    streamed = "".join(e.text for e in stream(lm.model, lm.tokenizer, [Request(prompt, config=block_config)]))
+    assert streamed == block.text

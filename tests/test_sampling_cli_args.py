@@ -30,14 +30,26 @@ def test_every_flag_reaches_its_field():
             "--block-length", "0", "--cache", "prefix", "--refresh-every", "2", "--max-new-tokens", "9",
             "--temperature", "0.7", "--top-p", "0.9", "--top-k", "5", "--seed", "3", "--stop", "x",
             "--stop-token-ids", "2,7", "--infill-length", "4", "--no-token-healing",
-            "--frequency-penalty", "0.5", "--presence-penalty", "-1"]
+            "--frequency-penalty", "0.5", "--presence-penalty", "-1", "--stop-at-block-end"]
     config = sampler_config_from_args(parse(argv))
     got = {name: getattr(config, name) for _, name in SAMPLER_FLAGS.values()}
     assert got == dict(policy="entropy", threshold=1.0, entropy_bound=0.3, steps_per_block=4, order="random",
                        block_length=0, cache="prefix", refresh_every=2, max_new_tokens=9, temperature=0.7, top_p=0.9,
                        top_k=5, seed=3, stop=("x",), stop_token_ids=(2, 7), infill_length=4, token_healing=False,
-                       frequency_penalty=0.5, presence_penalty=-1.0)
+                       frequency_penalty=0.5, presence_penalty=-1.0, stop_at_block_end=True)
     assert sampler_config_from_args(parse(["--stop-token-ids", "none"]), {"eos_token_id": 3}).stop_token_ids == ()
+
+
+def test_generate_ends_python_answers_at_the_block_end_unless_told_not_to():
+    parser = build_parser()
+    config = sampler_config_from_args(parser.parse_args(["generate", "def f():"]))
+    assert config.stop_at_block_end is True
+    off = sampler_config_from_args(parser.parse_args(["generate", "def f():", "--no-stop-at-block-end"]))
+    assert off.stop_at_block_end is False
+    assert sampler_config_from_args(parse([]), {"stop_at_block_end": True}).stop_at_block_end is True
+    assert sampler_config_from_args(parse([])).stop_at_block_end is False  # the API's default
+    with pytest.raises(UnmaskError, match="stop_at_block_end must be true or false"):
+        sampler_config_from_args(parse([]), {"stop_at_block_end": "yes"})
 
 
 def test_excluded_flags_keep_the_commands_own_meaning():

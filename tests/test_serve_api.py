@@ -275,3 +275,28 @@ def test_openai_penalties_reach_the_sampler(client):
     chat = client.chat.completions.create(model="diffusion", messages=[{"role": "user", "content": "abc"}],
                                           max_tokens=4, presence_penalty=1.0)
     assert chat.choices[0].message.content is not None
+
+
+def test_stop_at_block_end_is_an_extra_of_completions():
+    """Off unless asked for (an API completion runs to its stops and budget); asked for, the bundled model's
+    answer ends with the prompt's function, as `unmask generate` prints it, streamed or not."""
+    import ast
+
+    from unmask.model.loading import BUNDLED_MODELS_DIR
+
+    prompt = "def fibonacci(n):"
+    lm = load_model("default")
+    config = SamplerConfig.from_generation_config(lm.generation_config, max_new_tokens=64, seed=1)
+    [expected] = generate(lm.model, lm.tokenizer, [prompt], config.replace(stop_at_block_end=True))
+    with running_server([str(BUNDLED_MODELS_DIR / "default")]) as s:
+        client = s.client()
+        kwargs = dict(model="default", prompt=prompt, max_tokens=64, seed=1)
+        plain = client.completions.create(**kwargs).choices[0]
+        block = client.completions.create(extra_body={"stop_at_block_end": True}, **kwargs).choices[0]
+        streamed = "".join(c.choices[0].text for c in client.completions.create(
+            stream=True, extra_body={"stop_at_block_end": True}, **kwargs) if c.choices)
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(extra_body={"stop_at_block_end": "sometimes"}, **kwargs)
+    assert block.text == streamed == expected.text and block.finish_reason == "stop"
+    assert plain.text.startswith(block.text) and len(plain.text) > len(block.text)
+    ast.parse(prompt + block.text)

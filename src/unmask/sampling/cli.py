@@ -6,7 +6,8 @@
     unmask generate 'def f(x):\n    return ' --suffix '\n' --model DIR   # infill between prompt and suffix
 
 Sampler defaults come from the model folder's generation_config.json; flags (cli_args.py, shared with
-`unmask eval`, `serve` and `bench`) override them.
+`unmask eval`, `serve` and `bench`) override them. One default is generate's own: a Python completion ends
+where the block the prompt opens or is inside ends (--no-stop-at-block-end writes on to the token budget).
 The generated text goes to stdout (after the prompt, unless --only-new); --stats writes the
 statistics to stderr; --json writes one JSON object instead.
 """
@@ -32,6 +33,9 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--suffix", default=None, help="infill: the text after the gap (the prompt is the text before)")
     p.add_argument("--suffix-file", type=Path, help="infill: read the suffix from this file")
     add_sampler_arguments(p.add_argument_group("sampler (defaults: the model's generation_config.json, then these)"))
+    # An interactive completion of 'def f(x):' should be the function, not the rest of a file cut at the token
+    # budget: generate ends Python answers at the end of the prompt's block unless --no-stop-at-block-end.
+    p.set_defaults(stop_at_block_end=True)
     o = p.add_argument_group("output")
     o.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     o.add_argument("--watch", action="store_true", help="draw the draft as it refines")

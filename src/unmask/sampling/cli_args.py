@@ -47,6 +47,7 @@ SAMPLER_FLAGS = {
     "token_healing": ("--no-token-healing", "token_healing"),
     "frequency_penalty": ("--frequency-penalty", "frequency_penalty"),
     "presence_penalty": ("--presence-penalty", "presence_penalty"),
+    "stop_at_block_end": ("--stop-at-block-end", "stop_at_block_end"),
 }
 _REGISTERED = "sampler_flags"  # namespace attribute: the destinations add_sampler_arguments added
 
@@ -93,6 +94,10 @@ def add_sampler_arguments(group, *, exclude: Iterable[str] = ()) -> None:
         "presence_penalty": dict(type=float, metavar="P",
                                  help="lower the logit of every token already in the answer by P, in [-2, 2] "
                                       "(OpenAI's; default 0)"),
+        "stop_at_block_end": dict(action=argparse.BooleanOptionalAction,
+                                  help="Python prompts: end the answer where the indented block the prompt opens "
+                                       "(e.g. 'def f(x):') or is inside ends, before the next line indented no "
+                                       "deeper than its header (default: off; on for `unmask generate`)"),
     }
     added = []
     for dest, (flag, _) in SAMPLER_FLAGS.items():

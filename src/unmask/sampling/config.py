@@ -5,7 +5,7 @@ explicit arguments or CLI flags override them. Settings come in two kinds:
 
 - per request (each row of a batch may differ): policy, threshold, entropy_bound, steps_per_block, order,
   temperature, top_p, top_k, seed, max_new_tokens, stop, stop_token_ids, infill_length, infill_candidates,
-  token_healing, frequency_penalty, presence_penalty;
+  token_healing, frequency_penalty, presence_penalty, stop_at_block_end;
 - per batch (`BATCH_FIELDS`: rows that differ here run in separate batches): block_length, cache,
   refresh_every, because they fix the layout of the canvas and when the model is called.
 
@@ -73,6 +73,10 @@ class SamplerConfig:
     # a token's logit drops by frequency_penalty x its count + presence_penalty if it occurs at all.
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    # Completions of Python text prompts: end the answer where the indented block the prompt opens or is inside
+    # ends (stopping.BlockScope), as an editor's "complete this function" does. Off by default (an API
+    # completion runs to its stops and budget); `unmask generate` turns it on.
+    stop_at_block_end: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -107,8 +111,9 @@ class SamplerConfig:
                 _integer(getattr(self, name), name, low=1)
         if self.block_length is not None:
             _integer(self.block_length, "block_length", low=0)
-        if not isinstance(self.token_healing, bool):
-            raise UnmaskError(f"token_healing must be true or false, got {self.token_healing!r}")
+        for name in ("token_healing", "stop_at_block_end"):
+            if not isinstance(getattr(self, name), bool):
+                raise UnmaskError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not self.infill_candidates:
             raise UnmaskError("infill_candidates must list at least one length")
         for m in self.infill_candidates:

@@ -30,7 +30,7 @@ from .config import SamplerConfig, resolve_block_length, resolve_cache
 from .diffusion_decoder import DiffusionDecoder
 from .healing import Healing, healer_for
 from .policies import RowSettings
-from .stopping import StopScan, cut_at, tokens_covering
+from .stopping import BlockScope, StopScan, cut_at, tokens_covering
 from .streaming import MASK_PLACEHOLDER, Event, FinalText, render_draft
 
 
@@ -46,6 +46,7 @@ class Row:
     kind: str = "complete"  # "complete"; "fim": autoregressive infilling; "middle": diffusion infilling
     candidate: bool = False  # one of several candidates of one request (no streaming events)
     healing: Healing | None = None  # the prompt's last token, re-chosen by the answer's first (healing.py)
+    block: BlockScope | None = None  # the Python block the answer ends with (config.stop_at_block_end)
 
     def text(self, decode, ids: list[int]) -> str:
         """The answer's text for its tokens (without the healed prefix, which ends the prompt)."""
@@ -140,8 +141,12 @@ def plan_rows(model: torch.nn.Module, codec: Codec, request_id: Hashable, reques
         raise UnmaskError(f"the {what} ({used} tokens) {verb} not fit the model's context of {context} tokens")
     budget = min(config.max_new_tokens, context - used)
     if not has_suffix or cfg.attention == "causal":
+        block = None
+        if config.stop_at_block_end and not has_suffix:
+            text = request.prompt if request.prompt is not None else codec.decode(list(request.prompt_ids))
+            block = BlockScope.of_prompt(text)
         return [Row(request_id, config, prompt_ids, budget, kind="fim" if has_suffix else "complete",
-                    healing=healing)]
+                    healing=healing, block=block)]
     lengths = infill.candidate_lengths(config, budget)
     return [Row(request_id, config, prompt_ids, m, suffix_ids, "middle", candidate=len(lengths) > 1) for m in lengths]
 
@@ -231,7 +236,7 @@ class BatchRunner:
         poll = dec.poll()
         hits = []
         for b, lv in enumerate(self.live):
-            if (lv.row.config.stop or self._streams(lv.row)) and poll.committed[b] != lv.seen:
+            if (lv.row.config.stop or lv.row.block or self._streams(lv.row)) and poll.committed[b] != lv.seen:
                 lv.seen = poll.committed[b]
                 lv.text = lv.row.text(self.codec.decode, self._final_ids(dec.answer_ids(b, lv.seen), lv.row))
                 if not poll.done[b] and lv.scan.scan(lv.text) is not None:
@@ -282,7 +287,8 @@ class BatchRunner:
             self.decoder.merge(make_decoder(self.model, self.codec, self.pending))
         else:
             return
-        self.live += [_Live(r, now, StopScan(r.config.stop), FinalText(r.config.stop)) for r in self.pending]
+        self.live += [_Live(r, now, StopScan(r.config.stop, r.block), FinalText(r.config.stop, r.block is not None))
+                      for r in self.pending]
         self.pending = []
         self.decoder.poll()
 
@@ -312,7 +318,7 @@ class BatchRunner:
             ended = cut_at(raw, row.config.stop_token_ids)[1]
         ids = self._final_ids(raw, row)
         text = row.text(c.decode, ids)
-        stop = StopScan(row.config.stop).scan(text) if row.config.stop else None
+        stop = StopScan(row.config.stop, row.block).scan(text) if row.config.stop or row.block else None
         if stop is not None:
             covering = tokens_covering(ids, lambda part: row.text(c.decode, part), stop)
             text, ids, ended = text[:stop], ids[:covering], True

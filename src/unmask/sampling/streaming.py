@@ -2,7 +2,8 @@
 
 A client that shows committed text appends `Event.text` (never revised); a "watch it diffuse" view
 redraws `Event.draft` (masked positions shown as a placeholder). Final text is held back while it
-ends in an incomplete UTF-8 character or in the beginning of a stop string, so the concatenation of
+ends in an incomplete UTF-8 character or in the beginning of a stop string (or in white space, when the
+answer may end at its Python block's end, which drops trailing blank lines), so the concatenation of
 every `text` of a request is exactly its result's text.
 """
 
@@ -30,8 +31,8 @@ class Event:
 class FinalText:
     """Turns successive committed texts of one answer into never-revised increments."""
 
-    def __init__(self, stops: tuple[str, ...] = ()):
-        self.stops = stops
+    def __init__(self, stops: tuple[str, ...] = (), hold_space: bool = False):
+        self.stops, self.hold_space = stops, hold_space
         self.emitted = ""
 
     def update(self, text: str, final: bool = False) -> str:
@@ -41,6 +42,8 @@ class FinalText:
             # Only hold back a trailing replacement character while more bytes could complete it.
             text = stripped if len(text) - len(stripped) <= 3 else text
             text = text[: len(text) - partial_stop_length(text, self.stops)]
+            if self.hold_space:
+                text = text.rstrip()
         if not text.startswith(self.emitted) or len(text) <= len(self.emitted):
             return ""
         delta = text[len(self.emitted):]

@@ -178,6 +178,7 @@ def create_app(engine: Engine, *, api_key: str | None = None, limits: Limits | N
                          threshold=body.threshold, entropy_bound=body.entropy_bound, block_length=body.block_length,
                          presence_penalty=getattr(body, "presence_penalty", None),
                          frequency_penalty=getattr(body, "frequency_penalty", None),
+                         stop_at_block_end=getattr(body, "stop_at_block_end", None),
                          max_new_tokens=max_tokens or min(served.defaults.max_new_tokens, limits.max_tokens),
                          # The model's own stop strings (generation_config.json) stay: they are part of its format.
                          stop=tuple(dict.fromkeys(served.defaults.stop + tuple(body.stop) + extra_stops)))

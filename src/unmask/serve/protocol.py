@@ -59,6 +59,9 @@ class CompletionRequest(_SamplingFields):
     logprobs: int | None = None
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    # unmask extra: end a Python completion where the block its prompt opens or is inside ends (as `unmask
+    # generate` does by default); off unless asked for, as an OpenAI completion runs to its stops and budget.
+    stop_at_block_end: bool | None = None
 
 
 class FIMCompletionRequest(_SamplingFields):
