@@ -11,14 +11,14 @@ CORE_MODULES = ["unmask", "unmask.cli", "unmask.model", "unmask.diffusion", "unm
                 "unmask.evals", "unmask.data"]
 
 
-def test_help_lists_the_seven_subcommands(capsys):
+def test_help_lists_the_eight_subcommands(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for name in ["corpus", "tokenizer", "train", "generate", "serve", "eval", "bench"]:
+    for name in ["corpus", "tokenizer", "train", "teacher", "generate", "serve", "eval", "bench"]:
         assert name in out
-    assert len(SUBCOMMANDS) == 7
+    assert len(SUBCOMMANDS) == 8
 
 
 @pytest.mark.parametrize("name", [name for name, _, _ in SUBCOMMANDS])

@@ -4,6 +4,7 @@
     unmask tokenizer train CORPUS --out DIR   train a byte-level BPE code tokenizer
     unmask corpus tokenize CORPUS ...         write flat token shards for training
     unmask train --config FILE.toml           train a diffusion model or its autoregressive twin
+    unmask teacher --model M --shards S ...   a model's own answers as shards (self-distillation data)
     unmask generate PROMPT                    sample code from a model (the bundled default by default)
     unmask serve                              OpenAI-compatible HTTP server
     unmask eval TASK --model DIR              HumanEval, infilling, likelihood
@@ -28,6 +29,8 @@ SUBCOMMANDS = [
     ("corpus", "unmask.data.cli", "build a code corpus and tokenize it into shards"),
     ("tokenizer", "unmask.data.tokenizer_cli", "train a code tokenizer on a corpus"),
     ("train", "unmask.train.cli", "train a masked-diffusion, block-diffusion or autoregressive model"),
+    ("teacher", "unmask.train.teacher_cli",
+     "write a diffusion model's own answers as token shards, to distill it into a faster decoder"),
     ("generate", "unmask.sampling.cli", "generate code from a prompt (and an optional suffix)"),
     ("serve", "unmask.serve.cli", "run the OpenAI-compatible HTTP server"),
     ("eval", "unmask.evals.cli", "evaluate a model: HumanEval, infilling, likelihood"),

@@ -2,7 +2,7 @@
 
 A config file has a few top-level keys and one table per concern:
 
-    objective = "mdlm"              # "mdlm" | "block" | "ar"
+    objective = "mdlm"              # "mdlm" | "block" | "ar" | "distill"
     seed = 0
     out_dir = "runs/tiny"
     init_from = ""                  # start from a checkpoint's weights (e.g. AR -> diffusion adaptation)
@@ -11,6 +11,7 @@ A config file has a few top-level keys and one table per concern:
     [data]        shards, window_len, batch_size (per rank), grad_accum, tokenizer
     [optim]       AdamW, warm-up + cosine, clipping, the step or token budget
     [diffusion]   eps (smallest t), fim_rate (autoregressive objective)
+    [distill]     prompt_len, block_len, entropy_weight (self-distillation on `unmask teacher` records)
     [eval]        validation every N steps on fixed windows with a fixed seed
     [checkpoint]  every N steps, keep the last K
     [system]      device, autocast dtype, compile, ddp|fsdp, logging, planned stops
@@ -35,9 +36,9 @@ from ..data.special_tokens import ENDOFTEXT_ID, MASK_ID, PAD_ID
 from ..errors import ConfigError
 from ..model.config import ModelConfig
 
-OBJECTIVES = ("mdlm", "block", "ar")
+OBJECTIVES = ("mdlm", "block", "ar", "distill")
 # The attention each objective trains, and whether its logits are shifted unless the config says.
-OBJECTIVE_ATTENTION = {"mdlm": "bidirectional", "block": "block_causal", "ar": "causal"}
+OBJECTIVE_ATTENTION = {"mdlm": "bidirectional", "block": "block_causal", "ar": "causal", "distill": "bidirectional"}
 PARALLEL_MODES = ("ddp", "fsdp")
 DTYPES = ("auto", "float32", "bfloat16")
 # Fields a run may change when it starts from another checkpoint's weights (init_from).
@@ -71,6 +72,16 @@ class OptimConfig:
 class DiffusionConfig:
     eps: float = 1e-3  # diffusion times are drawn in [eps, 1]
     fim_rate: float = 0.5  # fraction of autoregressive windows rewritten prefix-suffix-middle
+
+
+@dataclass
+class DistillConfig:
+    """Self-distillation (objective "distill"): windows are `unmask teacher` records, a prompt of prompt_len
+    tokens then the teacher's answer; the loss trains one answer block at a time as the sampler decodes it."""
+
+    prompt_len: int = 64  # the records' prompt length (the teacher's --prompt-len)
+    block_len: int = 16  # the sampler's block length (the model's generation_config block_length)
+    entropy_weight: float = 1.0  # certainty forcing: weight of the entropy of positions predicted right
 
 
 @dataclass
@@ -112,6 +123,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
@@ -168,6 +180,18 @@ class TrainConfig:
                 raise bad("model.block_size", "must be a positive integer for objective 'block'")
             if self.data.window_len % block:
                 raise bad("data.window_len", f"{self.data.window_len} must be a multiple of model.block_size {block}")
+        if self.objective == "distill":
+            d = self.distill
+            if not self.init_from:
+                raise bad("init_from", "must name the model to distill (objective 'distill' starts from its weights)")
+            if d.prompt_len <= 0 or d.block_len <= 0:
+                raise bad("distill.prompt_len", "and distill.block_len must be positive")
+            answer = self.data.window_len - d.prompt_len
+            if answer <= 0 or answer % d.block_len:
+                raise bad("data.window_len", f"{self.data.window_len} must be distill.prompt_len {d.prompt_len} "
+                                             f"plus a positive multiple of distill.block_len {d.block_len}")
+            if d.entropy_weight < 0:
+                raise bad("distill.entropy_weight", f"must be >= 0, got {d.entropy_weight}")
         if self.objective == "ar" and self.data.window_len <= 4 and self.diffusion.fim_rate > 0:
             raise bad("data.window_len", "must exceed 4 tokens for fill-in-the-middle")
 

@@ -1,4 +1,5 @@
-"""The three training objectives as one interface: loss(model, x0, draws) -> scalar nats per token.
+"""The training objectives as one interface: loss(model, x0, draws) -> scalar nats per token (for "distill",
+nats per trained position plus its certainty term).
 
 Shape legend: B windows on this rank, N windows in the global micro-batch (B x world size),
 L window length.
@@ -15,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..diffusion import (apply_mask, block_diffusion_inputs, block_output_logits, block_times, fim_rewrite,
-                         first_token_given, masked_diffusion_loss, next_token_loss, stratified_times, token_mask)
+from ..diffusion import (align_logits, apply_mask, block_diffusion_inputs, block_output_logits, block_times,
+                         fim_rewrite, first_token_given, masked_diffusion_loss, next_token_loss, stratified_times,
+                         token_mask)
 from ..model.config import ModelConfig
 from .config import TrainConfig
 
@@ -108,7 +110,50 @@ class Autoregressive(Objective):
         return next_token_loss(model(x), x)
 
 
-OBJECTIVE_CLASSES = {cls.name: cls for cls in (MaskedDiffusion, BlockDiffusion, Autoregressive)}
+class SelfDistillation(Objective):
+    """dParallel-style certainty forcing on a teacher's records (train/teacher.py: prompt, then its answer).
+
+    Each window trains one answer block as the semi-autoregressive sampler meets it: the prompt and the
+    blocks before it clean, the block itself masked at rate t ~ U[eps, 1] (at least one position), every
+    later position masked.
+    On the block's masked positions the loss is
+
+        mean CE(student, teacher's token) + entropy_weight * mean over those predicted right of H(student)
+
+    The first term keeps the student on the teacher's decode; the second makes it sure of the positions it
+    already gets right, so a confidence threshold reveals several of them in one step.
+    """
+
+    name = "distill"
+
+    def loss(self, model, x0, draws):
+        B, L = x0.shape
+        d = self.config.distill
+        blocks = (L - d.prompt_len) // d.block_len
+        block = (draws.uniform() * blocks).long().clamp_(max=blocks - 1)  # [B]
+        t = draws.times(1, self.config.diffusion.eps)  # [B, 1]
+        pos = torch.arange(L, device=x0.device)[None, :]
+        start = d.prompt_len + block[:, None] * d.block_len
+        in_block = (pos >= start) & (pos < start + d.block_len)
+        # at least one position of the block, so every window trains something
+        one = start + (draws.uniform() * d.block_len).long().clamp_(max=d.block_len - 1)[:, None]
+        trained = in_block & ((draws.uniform(L) < t) | (pos == one))
+        masked = trained | (pos >= start + d.block_len)
+        logits, targets = align_logits(model(apply_mask(x0, masked, self.mask_id)), x0, self.shift)
+        if self.shift:
+            trained = trained[:, 1:]
+        picked = logits[trained].float()  # [M, V]
+        if picked.numel() == 0:
+            return logits.sum() * 0.0  # keeps the graph connected
+        logp = picked.log_softmax(-1)
+        wanted = targets[trained]
+        ce = -logp.gather(-1, wanted[:, None])[:, 0]
+        right = (picked.argmax(-1) == wanted).float()
+        entropy = -(logp.exp() * logp).sum(-1)
+        return ce.mean() + d.entropy_weight * (entropy * right).sum() / len(ce)
+
+
+OBJECTIVE_CLASSES = {cls.name: cls for cls in (MaskedDiffusion, BlockDiffusion, Autoregressive, SelfDistillation)}
 
 
 def make_objective(config: TrainConfig, model_config: ModelConfig) -> Objective:
