@@ -69,13 +69,15 @@ def test_the_block_ends_where_pythons_parser_ends_the_definition(module):
 
 @pytest.mark.parametrize("prompt, answer, expected", [
     ("def fibonacci(n):", "\n    return f\n\n\ndef fibonacci(n):\n    return", "\n    return f"),
-    ("def f(x):\n", "    return x\n# a comment at column 0\n    # and one deeper\nclass A:", "    return x\n# a comment at column 0\n    # and one deeper"),
+    ("def f(x):\n", "    return x\n# a comment at column 0\n    # and one deeper\nclass A:",
+     "    return x\n# a comment at column 0\n    # and one deeper"),
     ("def f():", '\n    s = """\nnot code\n"""\n    return s\nx = 1', '\n    s = """\nnot code\n"""\n    return s'),
     ("def f():", "\n    t = (1,\n2,\n)\n    return t\n@decorator", "\n    t = (1,\n2,\n)\n    return t"),
     ("def f():", "\n    u = 1 + \\\n2\n    return u\nprint(f())", "\n    u = 1 + \\\n2\n    return u"),
     ("def f():", "\n    v = '#('  # )\n    return v\nz", "\n    v = '#('  # )\n    return v"),
     ("if x:", "\n    a()\nelse:\n    b()\nc()", "\n    a()\nelse:\n    b()"),
-    ("try:", "\n    a()\nexcept ValueError:\n    b()\nfinally:\n    c()\nelse_ = 1", "\n    a()\nexcept ValueError:\n    b()\nfinally:\n    c()"),
+    ("try:", "\n    a()\nexcept ValueError:\n    b()\nfinally:\n    c()\nelse_ = 1",
+     "\n    a()\nexcept ValueError:\n    b()\nfinally:\n    c()"),
     ("class A:\n    def f(self):  # a method", "\n        return 1\n\n    def g(self):", "\n        return 1"),
     ("def f():\n\tif x:", "\n\t\treturn 1\n\treturn 2", "\n\t\treturn 1"),
     # Inside a block already: the block ends at the first line indented less than the prompt's last line.

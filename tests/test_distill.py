@@ -144,7 +144,8 @@ def test_bad_distill_configs_are_named(overrides, message):
 
 
 def test_teacher_cli_bad_input_is_one_line_error(tmp_path, shards, student, capsys):
-    common = ["teacher", "--model", str(student), "--shards", str(shards), "--out", str(tmp_path / "t"), "--no-progress"]
+    common = ["teacher", "--model", str(student), "--shards", str(shards), "--out", str(tmp_path / "t"),
+              "--no-progress"]
     assert main(common + ["--prompts", "100000", "--prompt-len", "16", "--answer-len", "16"]) == 2
     assert "asked for 100000 prompts of 16 tokens" in capsys.readouterr().err
     assert main(common) == 2  # 64 + 64 tokens

@@ -65,8 +65,8 @@ def write_teacher_shards(model, tokenizer, shards_dir: str | os.PathLike, out: s
     """Write the teacher's records for both splits to `out` (atomically); returns the index's provenance.
 
     tokenizer: the model's, or None (the index then records no byte counts); config: the SamplerConfig of
-    the teacher's decode (answer length and stops are set here: no stops, every answer full); teacher: its name or folder, for
-    the record."""
+    the teacher's decode (the answer length and stops are set here: no stops, so every answer is full);
+    teacher: its name or folder, for the record."""
     from ..sampling import Request, generate
 
     spec.validate()

@@ -19,7 +19,8 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help=help_text, description=help_text,
                               epilog="Example: unmask teacher --model default --shards data/shards4k "
                                      "--out data/teacher4k --prompts 2048")
-    p.add_argument("--model", default=None, help="the teacher: a checkpoint folder or bundled name (default: 'default')")
+    p.add_argument("--model", default=None,
+                   help="the teacher: a checkpoint folder or bundled name (default: 'default')")
     p.add_argument("--shards", type=Path, required=True, help="token shard folder to draw the prompts from")
     p.add_argument("--out", type=Path, required=True, help="output shard folder (written atomically)")
     p.add_argument("--prompts", type=int, default=2048, help="train records (default 2048)")
