@@ -68,6 +68,17 @@ def test_teacher_records_are_prompts_from_the_shards_and_the_models_own_answers(
     assert len(TokenShards(teacher_shards, "val")) == SPEC.val_prompts * (PROMPT + ANSWER)
 
 
+def test_the_teachers_tokenizer_travels_with_its_records(tmp_path, shards, student):
+    from sampling_helpers import byte_tokenizer
+
+    out = tmp_path / "records"
+    spec = TeacherSpec(prompts=4, val_prompts=0, prompt_len=PROMPT, answer_len=ANSWER)
+    write_teacher_shards(from_pretrained(student), byte_tokenizer(), shards, out, spec, DECODE, progress=False)
+    assert (out / "tokenizer.json").is_file()
+    index = json.loads((out / "index.json").read_text())
+    assert index["num_bytes"]["train"] > 0 and list(index["splits"]) == ["train"]
+
+
 def test_the_objective_masks_one_block_as_the_sampler_meets_it(student):
     config = load_config(TINY, ["objective=distill", f"init_from={student}", "data.shards=x",
                                 f"data.window_len={PROMPT + ANSWER}", f"distill.prompt_len={PROMPT}",

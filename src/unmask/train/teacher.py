@@ -8,7 +8,8 @@ train and val splits; the teacher (usually the model to be distilled) answers ea
 `answer_len` tokens under the given sampler settings (no stop tokens, so every record has one length).
 Each record, prompt then answer, is written as one window of prompt_len + answer_len tokens, so a run with
 data.window_len = prompt_len + answer_len reads records back whole. The index records the spec, the
-teacher, its sampler settings and the decode's own tokens per forward pass.
+teacher, its sampler settings and the decode's own tokens per forward pass; the folder keeps the teacher's
+tokenizer.json, so a run on it ships that tokenizer with its checkpoints.
 
 Why: a masked-diffusion model decodes one token per step when it is unsure of every other position.
 Trained on its own answers, with the answer's later positions masked as the semi-autoregressive sampler
@@ -31,6 +32,7 @@ from ..data.output import output_folder
 from ..data.parallel import Progress
 from ..data.shards import INDEX_FILE, ShardWriter, TokenShards, write_index
 from ..errors import UnmaskError
+from ..model.checkpoint import TOKENIZER_FILE
 
 SPLIT_SEEDS = {"train": 0, "val": 1}
 
@@ -109,6 +111,8 @@ def write_teacher_shards(model, tokenizer, shards_dir: str | os.PathLike, out: s
                     forwards += result.stats.forward_passes
                 bar.update(len(windows), tokens_per_forward=f"{tokens / max(forwards, 1):.2f}")
             splits[split] = writer.close()
+        if tokenizer is not None:  # a run on these shards copies it into its checkpoints (train/loop.py)
+            tokenizer.save(str(tmp / TOKENIZER_FILE))
         provenance = {
             **({"num_bytes": num_bytes} if tokenizer is not None else {}),
             "teacher": {"model": teacher, "shards": str(Path(shards_dir).resolve()),
