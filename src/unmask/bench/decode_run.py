@@ -107,7 +107,7 @@ def run_decode(args: argparse.Namespace, device: torch.device) -> int:
                 if case.kind == "vanilla":
                     reference = outputs
                 row["exact_match_vs_vanilla"] = exact_match(outputs, reference) if case.model == "diffusion" else None
-                row["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(case.config).items()}
+                row["config"] = case.config.to_dict()
                 rows.append(row)
                 if bar is not None:
                     bar.update(1)

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"text": result.text, "finish_reason": result.finish_reason,
                           "prompt_tokens": result.prompt_tokens, "infill_length": result.infill_length,
-                          "stats": result.stats.to_dict(), "config": _config_dict(config)}))
+                          "stats": result.stats.to_dict(), "config": config.to_dict()}))
     else:
         head = "" if args.only_new else prompt
         tail = "" if args.only_new or suffix is None else suffix
@@ -113,13 +113,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"forward passes {st.forward_passes}, tokens {st.tokens}, {st.tokens_per_forward:.2f} tokens/forward, "
               f"{st.wall_time_s:.3f} s, {st.tokens_per_s:.1f} tokens/s ({result.finish_reason})", file=sys.stderr)
     return 0
-
-
-def _config_dict(config) -> dict:
-    import dataclasses
-
-    d = dataclasses.asdict(config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 class _Watch:

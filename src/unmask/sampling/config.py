@@ -127,6 +127,10 @@ class SamplerConfig:
             for t in self.stop_token_ids:
                 _integer(t, "stop_token_ids", low=0)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting, tuples as lists: ready for JSON (results, provenance)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
     def replace(self, **changes: Any) -> "SamplerConfig":
         return dataclasses.replace(self, **changes)
 

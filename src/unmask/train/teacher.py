@@ -116,7 +116,7 @@ def write_teacher_shards(model, tokenizer, shards_dir: str | os.PathLike, out: s
         provenance = {
             **({"num_bytes": num_bytes} if tokenizer is not None else {}),
             "teacher": {"model": teacher, "shards": str(Path(shards_dir).resolve()),
-                        "spec": dataclasses.asdict(spec), "sampler": _plain(dataclasses.asdict(config)),
+                        "spec": dataclasses.asdict(spec), "sampler": config.to_dict(),
                         "answer_tokens": tokens, "forward_passes": forwards,
                         "tokens_per_forward": round(tokens / max(forwards, 1), 4),
                         "wall_time_s": round(time.perf_counter() - start, 1)},
@@ -125,6 +125,3 @@ def write_teacher_shards(model, tokenizer, shards_dir: str | os.PathLike, out: s
                     splits, **provenance)
     return provenance
 
-
-def _plain(d: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
