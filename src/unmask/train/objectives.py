@@ -127,24 +127,22 @@ class SelfDistillation(Objective):
     name = "distill"
 
     def loss(self, model, x0, draws):
-        B, L = x0.shape
+        L = x0.shape[1]
         d = self.config.distill
         blocks = (L - d.prompt_len) // d.block_len
         block = (draws.uniform() * blocks).long().clamp_(max=blocks - 1)  # [B]
-        t = draws.times(1, self.config.diffusion.eps)  # [B, 1]
+        t = draws.times(1, self.config.diffusion.eps)[:, 0]  # [B]
         pos = torch.arange(L, device=x0.device)[None, :]
         start = d.prompt_len + block[:, None] * d.block_len
         in_block = (pos >= start) & (pos < start + d.block_len)
         # at least one position of the block, so every window trains something
         one = start + (draws.uniform() * d.block_len).long().clamp_(max=d.block_len - 1)[:, None]
-        trained = in_block & ((draws.uniform(L) < t) | (pos == one))
+        trained = token_mask(draws.uniform(L), t, in_block) | (pos == one)
         masked = trained | (pos >= start + d.block_len)
         logits, targets = align_logits(model(apply_mask(x0, masked, self.mask_id)), x0, self.shift)
         if self.shift:
             trained = trained[:, 1:]
-        picked = logits[trained].float()  # [M, V]
-        if picked.numel() == 0:
-            return logits.sum() * 0.0  # keeps the graph connected
+        picked = logits[trained].float()  # [M, V], M >= B
         logp = picked.log_softmax(-1)
         wanted = targets[trained]
         ce = -logp.gather(-1, wanted[:, None])[:, 0]
