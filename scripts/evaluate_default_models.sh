@@ -7,7 +7,10 @@ OUT=${1:-runs/card}
 for m in ${MODELS:-default default-ar}; do   # MODELS=default-ar evaluates one; BENCH=0 skips the bench
   unmask eval likelihood --model "$m" --shards data/shards4k --split val --windows 256 --mc-samples 8 \
     --out "$OUT/$m/likelihood.json" --no-progress
-  if [ "$m" = default ]; then  # the diffusion model's exact likelihood decoded left to right (255 passes per window)
+  if [ "$m" = default ]; then  # the diffusion model's bound decoded block by block as its sampler does (16-token
+    # blocks: 16 passes per sample), and its exact likelihood decoded left to right (255 passes per window)
+    unmask eval likelihood --model "$m" --shards data/shards4k --split val --windows 256 --mc-samples 4 \
+      --likelihood-order blocks --out "$OUT/$m/likelihood-blocks.json" --no-progress
     unmask eval likelihood --model "$m" --shards data/shards4k --split val --windows 64 \
       --likelihood-order left-to-right --out "$OUT/$m/likelihood-l2r.json" --no-progress
   fi

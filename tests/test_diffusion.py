@@ -10,9 +10,10 @@ import torch
 from conftest import tiny_model
 from unmask.data.special_tokens import ENDOFTEXT_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
 from unmask.diffusion import (apply_mask, ar_nll, bits_per_byte, block_causal, block_diagonal,
-                              block_diffusion_inputs, block_diffusion_mask, block_output_logits, count_masks,
-                              fim_rewrite, first_token_given, left_to_right_nll, masked_diffusion_loss, nelbo_draws,
-                              nelbo_estimates, next_token_loss, offset_block_causal, stratified_times, token_mask)
+                              block_diffusion_inputs, block_diffusion_mask, block_order_nelbo_estimates,
+                              block_output_logits, count_masks, fim_rewrite, first_token_given, left_to_right_nll,
+                              masked_diffusion_loss, nelbo_draws, nelbo_estimates, next_token_loss,
+                              offset_block_causal, stratified_times, token_mask)
 
 MASK = 3  # the enumerable models: vocabulary {0, 1, 2} plus the mask token 3
 
@@ -185,10 +186,11 @@ def test_fim_rewrite_keeps_length_and_content():
 # ---------------------------------------------------------------- likelihood against enumeration
 
 
-def _exact_nelbo(model, x, shift, weight, block_size=None):
+def _exact_nelbo(model, x, shift, weight, block_size=None, later_masked=False):
     """sum over blocks, over nonempty masks M of the block's maskable positions, of
     weight(n, |M|) * sum_{i in M} -log p(x_i | clean earlier blocks, block with M masked),
-    computed with plain forwards (block_causal or bidirectional) and no 2L layout."""
+    computed with plain forwards (block_causal or bidirectional) and no 2L layout. later_masked: a
+    bidirectional model sees the later blocks as masks (the semi-autoregressive bound)."""
     L = x.numel()
     S = block_size or L
     total = 0.0
@@ -199,7 +201,9 @@ def _exact_nelbo(model, x, shift, weight, block_size=None):
             for M in itertools.combinations(positions, k):
                 x_t = x.clone()
                 x_t[list(M)] = MASK
-                seq = x_t[: start + S] if block_size else x_t
+                if later_masked:
+                    x_t[start + S:] = MASK
+                seq = x_t[: start + S] if block_size and not later_masked else x_t
                 logp = torch.log_softmax(model(seq[None])[0], -1)
                 total += weight(n, k) * sum(-logp[i - 1 if shift else i, x[i]].item() for i in M)
     return total
@@ -225,6 +229,38 @@ def test_monte_carlo_bound_matches_the_exact_elbo(attention, block_size, shift):
     stderr = est.std().item() / math.sqrt(S)  # i.i.d. formula: conservative for stratified draws
     assert stderr < 0.02 * exact
     assert abs(est.mean().item() - exact) < 4 * stderr, (est.mean().item(), exact, stderr)
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_block_order_bound_matches_its_exact_elbo(shift):
+    model = small_model(6, shift_logits=shift)
+    x = torch.tensor([2, 0, 1, 2, 2, 1])
+    with torch.no_grad():
+        exact = _exact_nelbo(model, x, shift, _elbo_weight, block_size=2, later_masked=True)
+        S = 3000
+        keys, count_u = nelbo_draws(S, 6, 3, torch.Generator().manual_seed(7))
+        est = block_order_nelbo_estimates(model, x[None], keys[None], count_u[None], mask_token_id=MASK,
+                                          shift_logits=shift, block_size=2)[0]
+    stderr = est.std().item() / math.sqrt(S)
+    assert stderr < 0.02 * exact
+    assert abs(est.mean().item() - exact) < 4 * stderr, (est.mean().item(), exact, stderr)
+
+
+def test_block_order_bound_ends_are_the_random_order_bound_and_the_left_to_right_nll():
+    model = small_model(9, shift_logits=True)
+    x = torch.tensor([[2, 0, 1, 2, 0, 1, 0, 2], [1, 1, 0, 2, 2, 1, 0, 1]])
+    with torch.no_grad():
+        keys, count_u = nelbo_draws(5, 8, 1, torch.Generator().manual_seed(3))
+        keys, count_u = keys[None].expand(2, -1, -1), count_u[None].expand(2, -1, -1)
+        whole = block_order_nelbo_estimates(model, x, keys, count_u, mask_token_id=MASK, shift_logits=True,
+                                            block_size=8)
+        assert torch.allclose(whole, nelbo_estimates(model, x, keys, count_u, mask_token_id=MASK, shift_logits=True),
+                              rtol=1e-5)
+        keys, count_u = nelbo_draws(2, 8, 8, torch.Generator().manual_seed(4))
+        ones = block_order_nelbo_estimates(model, x, keys[None].expand(2, -1, -1), count_u[None].expand(2, -1, -1),
+                                           mask_token_id=MASK, shift_logits=True, block_size=1)
+        l2r = left_to_right_nll(model, x, mask_token_id=MASK, shift_logits=True)
+        assert torch.allclose(ones, l2r[:, None].expand(-1, 2), rtol=1e-5)
 
 
 def test_bound_is_above_the_exact_nll_of_the_random_order_sampler():

@@ -162,6 +162,35 @@ def test_left_to_right_likelihood_of_a_diffusion_model(models, tmp_path, capsys)
     assert "bidirectional" in capsys.readouterr().err
 
 
+def test_block_order_likelihood_of_a_diffusion_model(models, tmp_path, capsys):
+    lm = load_model(models["diffusion"])
+    shards = _shards(tmp_path / "shards", lm.model.config.vocab_size)
+    common = ["likelihood", "--model", models["diffusion"], "--shards", shards, "--window", 32, "--windows", 2,
+              "--mc-samples", 3]
+    results = {}
+    for name, extra in [("random", []), ("whole", ["--likelihood-order", "blocks", "--likelihood-block", 32]),
+                        ("blocks", ["--likelihood-order", "blocks", "--likelihood-block", 8])]:
+        assert _eval(*common, *extra, "--out", tmp_path / f"{name}.json") == 0
+        results[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    # one block as long as the window is the random-order bound, draw for draw
+    assert results["whole"]["nats_per_token"] == pytest.approx(results["random"]["nats_per_token"], rel=1e-5)
+    assert (results["blocks"]["order"], results["blocks"]["block_len"]) == ("blocks", 8)
+    from unmask.data.shards import TokenShards
+    from unmask.diffusion import block_order_nelbo_estimates, nelbo_draws
+    from unmask.evals.likelihood import _window_seed
+
+    data = TokenShards(shards, "val")
+    cfg, total = lm.model.config, 0.0
+    for i in range(2):
+        x = torch.from_numpy(data.read(i * 32, 32).astype("int64"))[None]
+        keys, count_u = nelbo_draws(3, 32, 4, torch.Generator().manual_seed(_window_seed(0, i)))
+        total += block_order_nelbo_estimates(lm.model, x, keys[None], count_u[None], mask_token_id=cfg.mask_token_id,
+                                             shift_logits=cfg.shift_logits, block_size=8).mean().item()
+    assert results["blocks"]["nats_per_token"] == pytest.approx(total / (2 * 31), rel=1e-5)
+    assert _eval(*common, "--likelihood-order", "blocks", "--likelihood-block", 5, "--out", tmp_path / "x.json") != 0
+    assert "multiple of --likelihood-block 5" in capsys.readouterr().err
+
+
 def test_sweep_over_thresholds_and_the_twin(models, tmp_path):
     out = tmp_path / "sweep"
     assert _eval("sweep", "humaneval", "--model", models["diffusion"], "--ar-model", models["ar"], "--grid",

@@ -71,9 +71,14 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     lk.add_argument("--window", type=int, default=256, help="tokens per window")
     lk.add_argument("--windows", type=int, default=100, help="number of windows (the first ones of the split)")
     lk.add_argument("--mc-samples", type=int, default=16, help="Monte Carlo samples per window (diffusion bound)")
-    lk.add_argument("--likelihood-order", choices=("random", "left-to-right"), default="random",
-                    help="diffusion models: the ELBO over random unmasking orders (a bound, default), or the exact "
-                         "likelihood of decoding left to right one token per step (window - 1 passes per window)")
+    lk.add_argument("--likelihood-order", choices=("random", "blocks", "left-to-right"), default="random",
+                    help="diffusion models: the ELBO over random unmasking orders (a bound, default); 'blocks': the "
+                         "ELBO of decoding block by block as the semi-autoregressive sampler does (later blocks "
+                         "masked; window / block passes per sample); or the exact likelihood of decoding left to "
+                         "right one token per step (window - 1 passes per window)")
+    lk.add_argument("--likelihood-block", type=int, default=None, metavar="N",
+                    help="block length of --likelihood-order blocks (default: the model's generation_config.json "
+                         "block_length, else 32)")
     sw = p.add_argument_group("sweep")
     sw.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                     help="a sampler setting and its values (repeatable; the grid is every combination)")
@@ -232,6 +237,7 @@ def _run_likelihood(args) -> int:
     result = evaluate_likelihood(lm, args.shards, split=args.split, window_len=args.window, num_windows=args.windows,
                                  mc_samples=args.mc_samples, seed=args.seed, batch_size=args.batch_size or 8,
                                  order=args.likelihood_order,
+                                 block_len=args.likelihood_block or lm.generation_config.get("block_length") or 32,
                                  progress=not args.no_progress)
     result.update(model={"name": lm.name, **weights_sha256(lm.path), "attention": lm.model.config.attention},
                   shards=str(Path(args.shards).resolve()), hardware=hardware_info(), software=software_info())

@@ -13,7 +13,10 @@ includes the Monte Carlo noise).
 
 `order="left-to-right"` scores a masked-diffusion model instead by the exact likelihood of decoding it
 one token per step from left to right (`diffusion.left_to_right_nll`: a likelihood, not a bound, of that
-sampler; window_len - 1 forward passes per window, so use fewer windows).
+sampler; window_len - 1 forward passes per window, so use fewer windows). `order="blocks"` scores it by the
+bound of decoding it block by block (`block_len` tokens each, later blocks masked, random order inside a
+block: `diffusion.block_order_nelbo_estimates`), the process the semi-autoregressive sampler runs; it costs
+window_len / block_len forward passes per Monte Carlo sample.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from ..errors import UnmaskError
 
 
-ORDERS = ("random", "left-to-right")
+ORDERS = ("random", "blocks", "left-to-right")
 
 
 def _window_seed(seed: int, index: int) -> int:
@@ -36,10 +39,11 @@ def _window_seed(seed: int, index: int) -> int:
 
 def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: int = 256, num_windows: int = 100,
                         mc_samples: int = 16, batch_size: int = 8, seed: int = 0, order: str = "random",
-                        progress: bool = True) -> dict[str, Any]:
+                        block_len: int = 16, progress: bool = True) -> dict[str, Any]:
     """Nats per token, bits per byte and standard errors of a LoadedModel on a shard split."""
     from ..data.shards import TokenShards, read_index
-    from ..diffusion import ar_nll, bits_per_byte, left_to_right_nll, nelbo_draws, nelbo_estimates
+    from ..diffusion import (ar_nll, bits_per_byte, block_order_nelbo_estimates, left_to_right_nll, nelbo_draws,
+                             nelbo_estimates)
 
     model, cfg = lm.model, lm.model.config
     shards = TokenShards(shards_dir, split)
@@ -57,9 +61,12 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
     if order not in ORDERS:
         raise UnmaskError(f"--likelihood-order must be one of {', '.join(ORDERS)}, got {order!r}")
     l2r = order == "left-to-right" and cfg.attention != "causal"  # a causal model's NLL is left to right already
-    if l2r and cfg.attention != "bidirectional":
-        raise UnmaskError(f"--likelihood-order left-to-right scores masked-diffusion (bidirectional) models; "
+    by_blocks = order == "blocks" and cfg.attention != "causal"
+    if (l2r or by_blocks) and cfg.attention != "bidirectional":
+        raise UnmaskError(f"--likelihood-order {order} scores masked-diffusion (bidirectional) models; "
                           f"{lm.path} is {cfg.attention}")
+    if by_blocks and (block_len < 1 or window_len % block_len):
+        raise UnmaskError(f"--window {window_len} must be a multiple of --likelihood-block {block_len}")
     if cfg.attention != "causal" and cfg.mask_token_id is None:
         raise UnmaskError(f"{lm.path}: config.json has no mask_token_id, so the diffusion bound cannot be computed")
     total = min(num_windows, len(shards) // window_len)
@@ -71,6 +78,8 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
     bar = _bar(total, progress)
     with torch.no_grad():
         step = batch_size if cfg.attention == "causal" else max(1, batch_size // mc_samples)
+        if by_blocks:  # one forward row per sample and block
+            step = max(1, batch_size // (mc_samples * (window_len // block_len)))
         for start in range(0, total, step):
             ids = range(start, min(total, start + step))
             x = torch.stack([torch.from_numpy(shards.read(i * window_len, window_len).astype("int64")) for i in ids])
@@ -80,11 +89,16 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
             elif l2r:
                 nats = left_to_right_nll(model, x, mask_token_id=cfg.mask_token_id, shift_logits=cfg.shift_logits)
             else:
-                draws = [nelbo_draws(mc_samples, window_len, window_len // block if block else 1,
-                                     torch.Generator().manual_seed(_window_seed(seed, i))) for i in ids]
-                nats = nelbo_estimates(model, x, torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws]),
-                                       mask_token_id=cfg.mask_token_id, shift_logits=cfg.shift_logits,
-                                       block_size=block).mean(1)
+                groups = window_len // (block_len if by_blocks else block or window_len)
+                draws = [nelbo_draws(mc_samples, window_len, groups, torch.Generator().manual_seed(_window_seed(seed, i)))
+                         for i in ids]
+                keys, count_u = torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws])
+                if by_blocks:
+                    nats = block_order_nelbo_estimates(model, x, keys, count_u, mask_token_id=cfg.mask_token_id,
+                                                       shift_logits=cfg.shift_logits, block_size=block_len).mean(1)
+                else:
+                    nats = nelbo_estimates(model, x, keys, count_u, mask_token_id=cfg.mask_token_id,
+                                           shift_logits=cfg.shift_logits, block_size=block).mean(1)
             per_window.extend((nats / (window_len - 1)).tolist())
             bar.update(len(ids))
     bar.close()
@@ -93,7 +107,8 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
               if len(per_window) > 1 else None)
     result: dict[str, Any] = {
         "metric": "nll" if cfg.attention == "causal" else "left_to_right_nll" if l2r else "nelbo",
-        "order": "left-to-right" if cfg.attention == "causal" or l2r else "random",
+        "order": "left-to-right" if cfg.attention == "causal" or l2r else "blocks" if by_blocks else "random",
+        **({"block_len": block_len} if by_blocks else {}),
         "objective": {"causal": "autoregressive", "bidirectional": "masked diffusion",
                       "block_causal": f"block diffusion (block {block})"}[cfg.attention],
         "nats_per_token": mean, "nats_per_token_stderr": stderr,
