@@ -116,6 +116,21 @@ def test_the_entropy_term_adds_to_the_cross_entropy(student):
     assert losses[1] >= losses[0] > 0
 
 
+def test_the_mdlm_term_adds_the_any_order_loss_of_the_record(student):
+    base = ["objective=distill", f"init_from={student}", "data.shards=x", f"data.window_len={PROMPT + ANSWER}",
+            f"distill.prompt_len={PROMPT}", f"distill.block_len={BLOCK}", "distill.entropy_weight=0"]
+    model = from_pretrained(student)
+    x0 = torch.randint(6, 262, (8, PROMPT + ANSWER))
+    draws = lambda: Draws(3, 8, slice(0, 8), torch.device("cpu"))  # noqa: E731
+    plain = make_objective(load_config(TINY, base), model.config)
+    mixed = make_objective(load_config(TINY, base + ["distill.mdlm_weight=0.5"]), model.config)
+    # The distillation draws come first, so the mixed loss is the plain one plus 0.5 x an MDLM loss, which
+    # on random tokens is large (about 1/t x ln V per masked token).
+    gap = mixed.loss(model, x0, draws()).item() - plain.loss(model, x0, draws()).item()
+    assert gap > 0.5 * 1.0
+    assert mixed.tokens_fed(PROMPT + ANSWER) == 2 * plain.tokens_fed(PROMPT + ANSWER)
+
+
 def test_distillation_decodes_the_teachers_prompts_in_fewer_forward_passes(tmp_path, student, teacher_shards):
     out = tmp_path / "distilled"
     config = load_config(TINY, [f"data.shards={teacher_shards}", f"out_dir={out}", *FAST, "objective=distill",
@@ -148,6 +163,8 @@ def test_distillation_decodes_the_teachers_prompts_in_fewer_forward_passes(tmp_p
     (["objective=distill", "init_from=m", "data.window_len=64", "distill.prompt_len=64"], "data.window_len 64"),
     (["objective=distill", "init_from=m", "data.window_len=96", "distill.prompt_len=64",
       "distill.entropy_weight=-1"], "distill.entropy_weight must be >= 0"),
+    (["objective=distill", "init_from=m", "data.window_len=96", "distill.prompt_len=64",
+      "distill.mdlm_weight=-0.5"], "distill.mdlm_weight must be >= 0"),
 ])
 def test_bad_distill_configs_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -11,7 +11,7 @@ A config file has a few top-level keys and one table per concern:
     [data]        shards, window_len, batch_size (per rank), grad_accum, tokenizer
     [optim]       AdamW, warm-up + cosine, clipping, the step or token budget
     [diffusion]   eps (smallest t), fim_rate (autoregressive objective)
-    [distill]     prompt_len, block_len, entropy_weight (self-distillation on `unmask teacher` records)
+    [distill]     prompt_len, block_len, entropy_weight, mdlm_weight (self-distillation on `unmask teacher` records)
     [eval]        validation every N steps on fixed windows with a fixed seed
     [checkpoint]  every N steps, keep the last K
     [system]      device, autocast dtype, compile, ddp|fsdp, logging, planned stops
@@ -82,6 +82,9 @@ class DistillConfig:
     prompt_len: int = 64  # the records' prompt length (the teacher's --prompt-len)
     block_len: int = 16  # the sampler's block length (the model's generation_config block_length)
     entropy_weight: float = 1.0  # certainty forcing: weight of the entropy of positions predicted right
+    # Weight of the plain masked-diffusion loss on the same records (uniform masks over the whole window, a
+    # second forward pass), which keeps the any-order predictions that likelihood and infilling use.
+    mdlm_weight: float = 0.0
 
 
 @dataclass
@@ -190,8 +193,9 @@ class TrainConfig:
             if answer <= 0 or answer % d.block_len:
                 raise bad("data.window_len", f"{self.data.window_len} must be distill.prompt_len {d.prompt_len} "
                                              f"plus a positive multiple of distill.block_len {d.block_len}")
-            if d.entropy_weight < 0:
-                raise bad("distill.entropy_weight", f"must be >= 0, got {d.entropy_weight}")
+            for name in ("entropy_weight", "mdlm_weight"):
+                if getattr(d, name) < 0:
+                    raise bad(f"distill.{name}", f"must be >= 0, got {getattr(d, name)}")
         if self.objective == "ar" and self.data.window_len <= 4 and self.diffusion.fim_rate > 0:
             raise bad("data.window_len", "must exceed 4 tokens for fill-in-the-middle")
 

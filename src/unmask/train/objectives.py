@@ -121,7 +121,9 @@ class SelfDistillation(Objective):
         mean CE(student, teacher's token) + entropy_weight * mean over those predicted right of H(student)
 
     The first term keeps the student on the teacher's decode; the second makes it sure of the positions it
-    already gets right, so a confidence threshold reveals several of them in one step.
+    already gets right, so a confidence threshold reveals several of them in one step. With mdlm_weight > 0,
+    mdlm_weight x the MDLM loss of the whole record (uniform masks, a second forward pass) is added, so the
+    student keeps predicting from any mask pattern (the likelihood bound, infilling), not only the sampler's.
     """
 
     name = "distill"
@@ -148,7 +150,16 @@ class SelfDistillation(Objective):
         ce = -logp.gather(-1, wanted[:, None])[:, 0]
         right = (picked.argmax(-1) == wanted).float()
         entropy = -(logp.exp() * logp).sum(-1)
-        return ce.mean() + d.entropy_weight * (entropy * right).sum() / len(ce)
+        loss = ce.mean() + d.entropy_weight * (entropy * right).sum() / len(ce)
+        if d.mdlm_weight:
+            t_any = draws.times(1, self.config.diffusion.eps)[:, 0]
+            any_order = token_mask(draws.uniform(L), t_any, first_token_given(L, x0.device) if self.shift else None)
+            logits = model(apply_mask(x0, any_order, self.mask_id))
+            loss = loss + d.mdlm_weight * masked_diffusion_loss(logits, x0, any_order, t_any, self.shift)
+        return loss
+
+    def tokens_fed(self, length):
+        return 2 * length if self.config.distill.mdlm_weight else length
 
 
 OBJECTIVE_CLASSES = {cls.name: cls for cls in (MaskedDiffusion, BlockDiffusion, Autoregressive, SelfDistillation)}
