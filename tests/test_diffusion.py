@@ -11,7 +11,7 @@ from conftest import tiny_model
 from unmask.data.special_tokens import ENDOFTEXT_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
 from unmask.diffusion import (apply_mask, ar_nll, bits_per_byte, block_causal, block_diagonal,
                               block_diffusion_inputs, block_diffusion_mask, block_order_nelbo_estimates,
-                              block_output_logits, count_masks, fim_rewrite, first_token_given, left_to_right_nll,
+                              block_output_logits, confidence_order_nll, count_masks, fim_rewrite, first_token_given, left_to_right_nll,
                               masked_diffusion_loss, nelbo_draws, nelbo_estimates, next_token_loss,
                               offset_block_causal, stratified_times, token_mask)
 
@@ -344,6 +344,31 @@ def test_left_to_right_nll_is_exact_and_normalised(shift):
             x_t[j:] = MASK
             want -= torch.log_softmax(model(x_t[None])[0, j - 1 if shift else j], -1)[x[j]].item()
         assert nll[37].item() == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("shift,block", [(False, 4), (True, 4), (True, 2)])
+def test_confidence_order_nll_is_exact_and_normalised(shift, block):
+    model = small_model(13, shift_logits=shift)
+    with torch.no_grad():
+        # every value of the model's vocabulary, the mask id included (the distribution is over all of them)
+        seqs = torch.tensor([[2, *tail] for tail in itertools.product(range(4), repeat=3)])
+        nll = confidence_order_nll(model, seqs, mask_token_id=MASK, shift_logits=shift, block_size=block)
+        assert torch.exp(-nll).sum().item() == pytest.approx(1.0, abs=1e-5)
+        # by hand for one sequence: reveal the most confident masked column of the first unfinished block
+        x, want = seqs[22], 0.0  # no mask id among its tokens
+        hidden = [True] * 4
+        hidden[0] = False
+        while any(hidden):
+            x_t = torch.where(torch.tensor(hidden), torch.full_like(x, MASK), x)
+            logp = torch.log_softmax(model(x_t[None])[0], -1)
+            first = hidden.index(True)
+            cols = [j for j in range(first // block * block, min(4, first // block * block + block)) if hidden[j]]
+            best = max(cols, key=lambda j: logp[j - 1 if shift else j].max().item())
+            want -= logp[best - 1 if shift else best, x[best]].item()
+            hidden[best] = False
+        assert nll[22].item() == pytest.approx(want, rel=1e-5)
+        ones = confidence_order_nll(model, seqs, mask_token_id=MASK, shift_logits=shift, block_size=1)
+        assert torch.allclose(ones, left_to_right_nll(model, seqs, mask_token_id=MASK, shift_logits=shift), rtol=1e-5)
 
 
 def test_bits_per_byte():

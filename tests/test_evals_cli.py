@@ -191,6 +191,26 @@ def test_block_order_likelihood_of_a_diffusion_model(models, tmp_path, capsys):
     assert "multiple of --likelihood-block 5" in capsys.readouterr().err
 
 
+def test_confidence_order_likelihood_of_a_diffusion_model(models, tmp_path):
+    lm = load_model(models["diffusion"])
+    shards = _shards(tmp_path / "shards", lm.model.config.vocab_size)
+    out = tmp_path / "conf.json"
+    assert _eval("likelihood", "--model", models["diffusion"], "--shards", shards, "--window", 32, "--windows", 3,
+                 "--likelihood-order", "confidence", "--likelihood-block", 8, "--batch-size", 2, "--out", out) == 0
+    result = json.loads(out.read_text())
+    from unmask.data.shards import TokenShards
+    from unmask.diffusion import confidence_order_nll
+
+    data = TokenShards(shards, "val")
+    x = torch.stack([torch.from_numpy(data.read(i * 32, 32).astype("int64")) for i in range(3)])
+    cfg = lm.model.config
+    expected = confidence_order_nll(lm.model, x, mask_token_id=cfg.mask_token_id, shift_logits=cfg.shift_logits,
+                                    block_size=8).sum().item() / (3 * 31)
+    assert (result["metric"], result["order"], result["block_len"]) == ("confidence_order_nll", "confidence", 8)
+    assert result["mc_samples"] is None
+    assert result["nats_per_token"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_sweep_over_thresholds_and_the_twin(models, tmp_path):
     out = tmp_path / "sweep"
     assert _eval("sweep", "humaneval", "--model", models["diffusion"], "--ar-model", models["ar"], "--grid",

@@ -41,7 +41,13 @@ blocks of one token), it is the distribution
     p_L2R(x_1..x_n | x_0) = prod_j p(x_j | x_<j visible, x_j..x_n masked),
 
 a product of softmaxes, hence normalised: its NLL is a likelihood, not a bound, of the model used
-as that sampler. (The ELBO above averages -log p_order over uniformly random orders; no inequality
+as that sampler. The same holds for any order the model picks itself, one position per step, from what
+it has revealed so far: in particular the order of the one-token-per-step sampler, which reveals the most
+confident masked position (the highest top-token probability) of the first block that has one:
+
+    p_conf(x_1..x_n | x_0) = prod_k p(x_{j_k} | state_k),   j_k = argmax_{j masked in the block} max_v p(v | state_k),
+
+exact and normalised because j_k depends only on the state, not on the token drawn there. (The ELBO above averages -log p_order over uniformly random orders; no inequality
 ties it to one fixed order.) It costs n forward passes per window.
 
 Bits per byte: nats/token * (tokens / bytes of the split) / ln 2.
@@ -159,6 +165,39 @@ def left_to_right_nll(model, x: torch.Tensor, *, mask_token_id: int, shift_logit
             at = js - 1 if shift_logits else js
             logits = model.lm_head(hidden[torch.arange(len(js), device=device), at])
             totals[b] += F.cross_entropy(logits.float(), x[b, js], reduction="sum")
+    return totals
+
+
+@torch.no_grad()
+def confidence_order_nll(model, x: torch.Tensor, *, mask_token_id: int, shift_logits: bool,
+                         block_size: int) -> torch.Tensor:
+    """Exact NLL [B] in nats of tokens 1..L-1 of each window x [B, L] given token 0, under the masked-diffusion
+    model decoded one token per step in its own confidence order inside blocks of `block_size` (p_conf above:
+    the vanilla semi-autoregressive sampler at temperature 1). L - 1 forward passes of the whole batch.
+    """
+    B, L = x.shape
+    device = x.device
+    columns = torch.arange(L, device=device)
+    rows = torch.arange(B, device=device)
+    masked = (columns >= 1)[None, :].expand(B, L).clone()
+    state = x.masked_fill(masked, mask_token_id)
+    totals = torch.zeros(B, device=device)
+    for _ in range(L - 1):
+        first = torch.where(masked, columns, L).min(-1).values  # [B]: every row has a masked column left
+        start = first // block_size * block_size
+        block = start[:, None] + torch.arange(block_size, device=device)[None, :]  # [B, S] columns
+        in_range = block < L
+        block = block.clamp(max=L - 1)
+        hidden = model(state, return_hidden=True)
+        at = (block - 1).clamp(min=0) if shift_logits else block
+        logp = torch.log_softmax(model.lm_head(hidden[rows[:, None], at]).float(), -1)  # [B, S, V]
+        candidates = masked[rows[:, None], block] & in_range
+        confidence = logp.max(-1).values.masked_fill(~candidates, float("-inf"))
+        pick = confidence.argmax(-1)  # [B], the leftmost on ties
+        column = block[rows, pick]
+        totals -= logp[rows, pick, x[rows, column]]
+        state[rows, column] = x[rows, column]
+        masked[rows, column] = False
     return totals
 
 

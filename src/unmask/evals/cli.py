@@ -71,13 +71,16 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     lk.add_argument("--window", type=int, default=256, help="tokens per window")
     lk.add_argument("--windows", type=int, default=100, help="number of windows (the first ones of the split)")
     lk.add_argument("--mc-samples", type=int, default=16, help="Monte Carlo samples per window (diffusion bound)")
-    lk.add_argument("--likelihood-order", choices=("random", "blocks", "left-to-right"), default="random",
+    lk.add_argument("--likelihood-order", choices=("random", "blocks", "confidence", "left-to-right"),
+                    default="random",
                     help="diffusion models: the ELBO over random unmasking orders (a bound, default); 'blocks': the "
                          "ELBO of decoding block by block as the semi-autoregressive sampler does (later blocks "
-                         "masked; window / block passes per sample); or the exact likelihood of decoding left to "
-                         "right one token per step (window - 1 passes per window)")
+                         "masked; window / block passes per sample); 'confidence': the exact likelihood of the "
+                         "one-token-per-step sampler, most confident position of the block first (window - 1 "
+                         "passes of --batch-size windows); 'left-to-right': the exact likelihood of decoding left "
+                         "to right one token per step (window - 1 passes per window)")
     lk.add_argument("--likelihood-block", type=int, default=None, metavar="N",
-                    help="block length of --likelihood-order blocks (default: the model's generation_config.json "
+                    help="block length of --likelihood-order blocks and confidence (default: the model's generation_config.json "
                          "block_length, else 32)")
     sw = p.add_argument_group("sweep")
     sw.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",

@@ -16,7 +16,9 @@ one token per step from left to right (`diffusion.left_to_right_nll`: a likeliho
 sampler; window_len - 1 forward passes per window, so use fewer windows). `order="blocks"` scores it by the
 bound of decoding it block by block (`block_len` tokens each, later blocks masked, random order inside a
 block: `diffusion.block_order_nelbo_estimates`), the process the semi-autoregressive sampler runs; it costs
-window_len / block_len forward passes per Monte Carlo sample.
+window_len / block_len forward passes per Monte Carlo sample. `order="confidence"` is the exact likelihood of
+the one-token-per-step sampler itself: inside blocks of `block_len`, the most confident masked position first
+(`diffusion.confidence_order_nll`; window_len - 1 passes of `batch_size` windows at once).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from ..errors import UnmaskError
 
 
-ORDERS = ("random", "blocks", "left-to-right")
+ORDERS = ("random", "blocks", "confidence", "left-to-right")
 
 
 def _window_seed(seed: int, index: int) -> int:
@@ -42,8 +44,8 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
                         block_len: int = 16, progress: bool = True) -> dict[str, Any]:
     """Nats per token, bits per byte and standard errors of a LoadedModel on a shard split."""
     from ..data.shards import TokenShards, read_index
-    from ..diffusion import (ar_nll, bits_per_byte, block_order_nelbo_estimates, left_to_right_nll, nelbo_draws,
-                             nelbo_estimates)
+    from ..diffusion import (ar_nll, bits_per_byte, block_order_nelbo_estimates, confidence_order_nll,
+                             left_to_right_nll, nelbo_draws, nelbo_estimates)
 
     model, cfg = lm.model, lm.model.config
     shards = TokenShards(shards_dir, split)
@@ -62,10 +64,11 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
         raise UnmaskError(f"--likelihood-order must be one of {', '.join(ORDERS)}, got {order!r}")
     l2r = order == "left-to-right" and cfg.attention != "causal"  # a causal model's NLL is left to right already
     by_blocks = order == "blocks" and cfg.attention != "causal"
-    if (l2r or by_blocks) and cfg.attention != "bidirectional":
+    by_confidence = order == "confidence" and cfg.attention != "causal"
+    if (l2r or by_blocks or by_confidence) and cfg.attention != "bidirectional":
         raise UnmaskError(f"--likelihood-order {order} scores masked-diffusion (bidirectional) models; "
                           f"{lm.path} is {cfg.attention}")
-    if by_blocks and (block_len < 1 or window_len % block_len):
+    if (by_blocks or by_confidence) and (block_len < 1 or window_len % block_len):
         raise UnmaskError(f"--window {window_len} must be a multiple of --likelihood-block {block_len}")
     if cfg.attention != "causal" and cfg.mask_token_id is None:
         raise UnmaskError(f"{lm.path}: config.json has no mask_token_id, so the diffusion bound cannot be computed")
@@ -80,6 +83,8 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
         step = batch_size if cfg.attention == "causal" else max(1, batch_size // mc_samples)
         if by_blocks:  # one forward row per sample and block
             step = max(1, batch_size // (mc_samples * (window_len // block_len)))
+        elif by_confidence:  # one row per window, window_len - 1 passes
+            step = batch_size
         for start in range(0, total, step):
             ids = range(start, min(total, start + step))
             x = torch.stack([torch.from_numpy(shards.read(i * window_len, window_len).astype("int64")) for i in ids])
@@ -88,6 +93,9 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
                 nats = ar_nll(model, x)
             elif l2r:
                 nats = left_to_right_nll(model, x, mask_token_id=cfg.mask_token_id, shift_logits=cfg.shift_logits)
+            elif by_confidence:
+                nats = confidence_order_nll(model, x, mask_token_id=cfg.mask_token_id, shift_logits=cfg.shift_logits,
+                                            block_size=block_len)
             else:
                 groups = window_len // (block_len if by_blocks else block or window_len)
                 draws = [nelbo_draws(mc_samples, window_len, groups, torch.Generator().manual_seed(_window_seed(seed, i)))
@@ -106,14 +114,16 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
     stderr = (math.sqrt(sum((v - mean) ** 2 for v in per_window) / (len(per_window) - 1) / len(per_window))
               if len(per_window) > 1 else None)
     result: dict[str, Any] = {
-        "metric": "nll" if cfg.attention == "causal" else "left_to_right_nll" if l2r else "nelbo",
-        "order": "left-to-right" if cfg.attention == "causal" or l2r else "blocks" if by_blocks else "random",
-        **({"block_len": block_len} if by_blocks else {}),
+        "metric": ("nll" if cfg.attention == "causal" else "left_to_right_nll" if l2r
+                   else "confidence_order_nll" if by_confidence else "nelbo"),
+        "order": ("left-to-right" if cfg.attention == "causal" or l2r else "blocks" if by_blocks
+                  else "confidence" if by_confidence else "random"),
+        **({"block_len": block_len} if by_blocks or by_confidence else {}),
         "objective": {"causal": "autoregressive", "bidirectional": "masked diffusion",
                       "block_causal": f"block diffusion (block {block})"}[cfg.attention],
         "nats_per_token": mean, "nats_per_token_stderr": stderr,
         "split": split, "windows": total, "window_len": window_len,
-        "mc_samples": None if cfg.attention == "causal" or l2r else mc_samples, "seed": seed,
+        "mc_samples": None if cfg.attention == "causal" or l2r or by_confidence else mc_samples, "seed": seed,
     }
     num_bytes = (index.get("num_bytes") or {}).get(split)
     if num_bytes:
