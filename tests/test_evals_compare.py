@@ -7,7 +7,7 @@ import pytest
 
 from unmask.cli import main
 from unmask.errors import UnmaskError
-from unmask.evals.compare import compare_results, sign_test_p
+from unmask.evals.compare import compare_likelihoods, compare_results, sign_test_p
 
 
 def _results(task, model, passed: dict[str, int], n=1, groups=()):
@@ -67,6 +67,42 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     assert "| all | 20 | 0.3500 | 0.0000 | 7 | 0 | 0.01562 |" in printed
     saved = json.loads(out.read_text())
     assert saved["names"] == ["default", "default-ar"] and saved["rows"][0]["only_a"] == 7
+
+
+def _likelihood(model, metric, per_window, **over):
+    return {"task": "likelihood", "model": {"name": model}, "metric": metric, "shards": "/d/shards", "split": "val",
+            "window_len": 256, "tokens_per_byte": 0.3 * math.log(2), "per_window": per_window, **over}
+
+
+def test_likelihoods_pair_window_by_window():
+    # nats/token x 0.3 ln 2 / ln 2 = 0.3 x nats in bits/byte; B has one window more (ignored)
+    a = _likelihood("default", "nelbo", [5.0, 3.0, 4.0, 6.0])
+    b = _likelihood("default-ar", "nll", [4.0, 2.5, 3.0, 5.5, 9.0])
+    r = compare_likelihoods(a, b)
+    diffs = [0.3, 0.15, 0.3, 0.15]
+    assert (r.windows, r.metric_a, r.metric_b, r.a_lower) == (4, "nelbo", "nll", 0)
+    assert r.bpb_a == pytest.approx(0.3 * 4.5) and r.bpb_b == pytest.approx(0.3 * 3.75)
+    assert r.difference == pytest.approx(0.225)
+    assert r.difference_stderr == pytest.approx(math.sqrt(sum((d - 0.225) ** 2 for d in diffs) / 3 / 4))
+    with pytest.raises(UnmaskError, match="different windows"):
+        compare_likelihoods(a, _likelihood("x", "nll", [1.0], window_len=128))
+    with pytest.raises(UnmaskError, match="per-window"):
+        compare_likelihoods(a, _likelihood("x", "nll", None))
+
+
+def test_cli_compares_two_likelihood_results(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_likelihood("default", "nelbo", [5.0, 3.0, 4.0, 6.0])))
+    b.write_text(json.dumps(_likelihood("default-ar", "nll", [4.0, 2.5, 4.5, 5.5])))
+    out = tmp_path / "cmp.json"
+    assert main(["eval", "compare", str(a), str(b), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| 4 | 1.3500 | 1.2375 | +0.1125 +- " in printed and printed.rstrip().endswith("| 1 |")
+    assert json.loads(out.read_text())["difference"] == pytest.approx(0.1125)
+    lines = tmp_path / "lines.json"
+    lines.write_text(json.dumps(_results("lines", "x", {"t": 1})))
+    assert main(["eval", "compare", str(a), str(lines)]) == 2
+    assert "different tasks" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

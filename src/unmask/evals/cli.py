@@ -8,6 +8,7 @@
     unmask eval likelihood --model DIR --shards data/shards
     unmask eval sweep humaneval --model DIR --grid threshold=0.5,0.7,0.9 --ar-model DIR_AR --out runs/sweep
     unmask eval compare runs/eval/default/lines.json runs/eval/default-ar/lines.json   # paired sign test
+    unmask eval compare A/likelihood.json B/likelihood.json   # paired bits/byte difference, same windows
 
 Sampler settings default to the model's generation_config.json; the flags below override them. Results go
 to --out (default runs/eval/MODEL/TASK.json); running the same command again resumes an interrupted run.
@@ -285,7 +286,7 @@ def _run_compare(args, path_a: str, path_b: str) -> int:
     from dataclasses import asdict
 
     from ..errors import UnmaskError
-    from .compare import compare_results, format_table
+    from .compare import compare_likelihoods, compare_results, format_likelihood_pair, format_table
 
     def load(path):
         try:
@@ -294,10 +295,22 @@ def _run_compare(args, path_a: str, path_b: str) -> int:
             raise UnmaskError(f"cannot read results file {path}: {e}") from None
 
     a, b = load(path_a), load(path_b)
-    rows = compare_results(a, b)
     names = [r.get("model", {}).get("name") or Path(p).stem for r, p in ((a, path_a), (b, path_b))]
     if names[0] == names[1]:
         names = ["A", "B"]
+    if a.get("task") == "likelihood" or b.get("task") == "likelihood":
+        if a.get("task") != b.get("task"):
+            raise UnmaskError(f"the results are of different tasks ({a.get('task')!r} vs {b.get('task')!r})")
+        pair = compare_likelihoods(a, b)
+        print(f"likelihood: {names[0]} ({path_a}) vs {names[1]} ({path_b}), paired over the windows both scored")
+        print(format_likelihood_pair(pair, *names))
+        if args.out:
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"task": "likelihood", "a": path_a, "b": path_b, "names": names,
+                                       **asdict(pair)}, indent=2))
+        return 0
+    rows = compare_results(a, b)
     print(f"{a['task']}: {names[0]} ({path_a}) vs {names[1]} ({path_b}), paired over the tasks both scored")
     print(format_table(rows, *names))
     if args.out:

@@ -4,6 +4,11 @@ Two models scored on the same tasks differ most informatively on the tasks only 
 two-sided sign test over those tasks says how likely a split at least that lopsided is if neither model were
 better (McNemar's exact test when every task has one sample). A task's score is its pass@1 estimate
 (passed / n), so with several samples per task a task counts for the model with the higher rate.
+
+Two `eval likelihood` results on the same windows (same shards, split and window length: the first windows
+of the split) are compared window by window instead: the mean of the per-window differences in bits per
+byte and its paired standard error, which is far smaller than either result's own error when the windows'
+difficulty dominates both (a hard window is hard for both models).
 """
 
 from __future__ import annotations
@@ -73,6 +78,46 @@ def compare_results(a: dict[str, Any], b: dict[str, Any]) -> list[PairedRow]:
         rows.append(PairedRow(group, len(ids), sum(rates_a[t] for t in ids) / len(ids),
                               sum(rates_b[t] for t in ids) / len(ids), only_a, only_b, sign_test_p(only_a, only_b)))
     return rows
+
+
+@dataclass
+class LikelihoodPair:
+    windows: int  # windows scored in both results (the first ones of the split)
+    metric_a: str  # "nll", "nelbo", "left_to_right_nll", ...
+    metric_b: str
+    bpb_a: float  # mean bits per byte over those windows
+    bpb_b: float
+    difference: float  # mean of (A - B) per window, bits per byte
+    difference_stderr: float  # paired standard error of that mean
+    a_lower: int  # windows where A's figure is lower (better)
+
+
+def compare_likelihoods(a: dict[str, Any], b: dict[str, Any]) -> LikelihoodPair:
+    for key in ("shards", "split", "window_len", "tokens_per_byte"):
+        if a.get(key) != b.get(key):
+            raise UnmaskError(f"the likelihood results were measured on different windows ({key}: {a.get(key)!r} "
+                              f"vs {b.get(key)!r})")
+    if not a.get("tokens_per_byte"):
+        raise UnmaskError("the likelihood results have no tokens_per_byte (the shard index records no byte counts)")
+    per_a, per_b = a.get("per_window"), b.get("per_window")
+    if not per_a or not per_b:
+        raise UnmaskError("a likelihood result without per-window values (written by an older unmask?)")
+    n = min(len(per_a), len(per_b))
+    scale = a["tokens_per_byte"] / math.log(2)  # nats/token -> bits/byte
+    xa, xb = [v * scale for v in per_a[:n]], [v * scale for v in per_b[:n]]
+    diffs = [u - v for u, v in zip(xa, xb)]
+    mean = sum(diffs) / n
+    stderr = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) if n > 1 else float("nan")
+    return LikelihoodPair(n, a.get("metric", "?"), b.get("metric", "?"), sum(xa) / n, sum(xb) / n, mean, stderr,
+                          sum(d < 0 for d in diffs))
+
+
+def format_likelihood_pair(r: LikelihoodPair, name_a: str, name_b: str) -> str:
+    return "\n".join([
+        f"| windows | {name_a} bits/byte ({r.metric_a}) | {name_b} bits/byte ({r.metric_b}) | {name_a} - {name_b} "
+        f"(paired) | windows where {name_a} is lower |", "|---|---|---|---|---|",
+        f"| {r.windows} | {r.bpb_a:.4f} | {r.bpb_b:.4f} | {r.difference:+.4f} +- {r.difference_stderr:.4f} "
+        f"| {r.a_lower} |"])
 
 
 def format_table(rows: list[PairedRow], name_a: str, name_b: str) -> str:

@@ -114,6 +114,7 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
     stderr = (math.sqrt(sum((v - mean) ** 2 for v in per_window) / (len(per_window) - 1) / len(per_window))
               if len(per_window) > 1 else None)
     result: dict[str, Any] = {
+        "task": "likelihood",
         "metric": ("nll" if cfg.attention == "causal" else "left_to_right_nll" if l2r
                    else "confidence_order_nll" if by_confidence else "nelbo"),
         "order": ("left-to-right" if cfg.attention == "causal" or l2r else "blocks" if by_blocks
@@ -132,6 +133,7 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
                       bits_per_byte_stderr=bits_per_byte(stderr, tpb) if stderr is not None else None)
     else:
         result.update(tokens_per_byte=None, bits_per_byte=None, bits_per_byte_stderr=None)
+    result["per_window"] = [round(v, 6) for v in per_window]  # nats per token, for `unmask eval compare`
     return result
 
 
