@@ -138,6 +138,11 @@ def test_distillation_decodes_the_teachers_prompts_in_fewer_forward_passes(tmp_p
                                 f"data.window_len={PROMPT + ANSWER}", f"distill.prompt_len={PROMPT}",
                                 f"distill.block_len={BLOCK}", "optim.max_steps=80", "optim.lr=2e-3"])
     assert train(config).status == "finished"
+    # the records are 32 tokens, but the weights were trained on the student's longer windows, and evaluations
+    # fit their examples to the longest (evals/completers.py)
+    student_window = json.loads((student / "trainer_state.json").read_text())["config"]["data"]["window_len"]
+    assert student_window > PROMPT + ANSWER
+    assert json.loads((out / "model" / "trainer_state.json").read_text())["context_len"] == student_window
     losses = [r["loss"] for r in read_log(out / "log.jsonl", "train")]
     assert sum(losses[-10:]) / 10 < 0.7 * losses[0]
     records = TokenShards(teacher_shards, "train")
@@ -154,6 +159,23 @@ def test_distillation_decodes_the_teachers_prompts_in_fewer_forward_passes(tmp_p
                for i, a in enumerate(after))
     print("answers equal to the teacher's", same, "of", SPEC.prompts)
     assert same >= SPEC.prompts // 2, same
+
+
+def test_evaluations_fit_examples_to_the_recorded_context(tmp_path):
+    import shutil
+
+    from unmask.evals.completers import UnmaskCompleter
+    from unmask.model.loading import BUNDLED_MODELS_DIR
+
+    model = tmp_path / "m"
+    shutil.copytree(BUNDLED_MODELS_DIR / "default", model)
+    state = json.loads((model / "trainer_state.json").read_text())
+    state["config"]["data"]["window_len"] = 192
+    (model / "trainer_state.json").write_text(json.dumps(state))
+    assert UnmaskCompleter(str(model), DECODE).context_length == 192  # a state of before context_len
+    state["context_len"] = 256
+    (model / "trainer_state.json").write_text(json.dumps(state))
+    assert UnmaskCompleter(str(model), DECODE).context_length == 256
 
 
 @pytest.mark.parametrize("overrides, message", [

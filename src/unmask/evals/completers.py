@@ -89,13 +89,15 @@ class UnmaskCompleter:
     @functools.cached_property
     def context_length(self) -> int:
         """The window the model was trained on, when its folder records it (trainer_state.json of an
-        `unmask train` checkpoint), else its position limit: held-out examples must fit what it saw."""
+        `unmask train` checkpoint: its context_len, the longest window of the run and the runs it started
+        from, else the run's own window), else its position limit: held-out examples must fit what it saw."""
         import json
 
         state = self.lm.path / "trainer_state.json" if self.lm.path is not None else None
         if state is not None and state.is_file():
             try:
-                window = json.loads(state.read_text())["config"]["data"]["window_len"]
+                recorded = json.loads(state.read_text())
+                window = recorded.get("context_len") or recorded["config"]["data"]["window_len"]
                 if isinstance(window, int) and window > 0:
                     return window
             except (json.JSONDecodeError, KeyError, TypeError):

@@ -164,6 +164,13 @@ def train(config: TrainConfig, *, resume: str | Path | None = None) -> TrainResu
         shutdown(info)
 
 
+def _context_of(trainer_state: dict) -> int:
+    """The training context a trainer_state.json records (0 when it has none)."""
+    if trainer_state.get("context_len"):
+        return int(trainer_state["context_len"])
+    return int(((trainer_state.get("config") or {}).get("data") or {}).get("window_len") or 0)
+
+
 def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainResult:
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -204,6 +211,10 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
                           world_size=info.world_size, seed=config.seed)
     tokens_per_step = config.data.window_len * loader.global_batch * config.data.grad_accum
     inherited = int(state.get("inherited_tokens", init_state.get("total_tokens", 0)))
+    # The longest window the weights were trained on, this run's or an ancestor's: evaluations fit held-out
+    # examples to it (evals/completers.py), so a short fine-tune (e.g. distillation on 192-token records) of a
+    # model trained on 256-token windows is still evaluated at 256.
+    context_len = max(config.data.window_len, int(state.get("context_len") or _context_of(init_state)))
     if config.optim.max_tokens:
         config.optim.max_steps = math.ceil((config.optim.max_tokens - inherited) / tokens_per_step)
         if config.optim.max_steps <= 0:
@@ -240,7 +251,8 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
 
     def trainer_state() -> dict:
         return {"step": step, "tokens_seen": tokens, "inherited_tokens": inherited,
-                "total_tokens": inherited + tokens, "loader": loader.state_dict(), "world_size": info.world_size,
+                "total_tokens": inherited + tokens, "context_len": context_len, "loader": loader.state_dict(),
+                "world_size": info.world_size,
                 "objective": config.objective, "git_commit": commit, "config": config.to_dict(),
                 "val": last_val}
 
