@@ -1,5 +1,7 @@
 """Token shards and the window loader: round trip, ranks, determinism, resume."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,50 @@ def test_bad_folders(tmp_path):
     (tmp_path / "s" / "train-00001.bin").write_bytes(b"12")
     with pytest.raises(UnmaskError, match="train-00001.bin: missing or not"):
         TokenShards(tmp_path / "s")
+
+
+def _folder(path, splits: dict, vocab_size=1000, **provenance):
+    path.mkdir(parents=True)
+    entries = {}
+    for split, tokens in splits.items():
+        writer = ShardWriter(path, split, vocab_size, shard_tokens=40)
+        writer.add(tokens)
+        entries[split] = writer.close()
+    write_index(path, vocab_size, eos_token_id=0, splits=entries, **provenance)
+    return path
+
+
+def test_merge_joins_splits_in_order_and_keeps_provenance(tmp_path, capsys):
+    from unmask.cli import main
+
+    a = _folder(tmp_path / "a", {"train": np.arange(50), "val": np.arange(10)}, num_bytes={"train": 200, "val": 40},
+                teacher={"seed": 0})
+    b = _folder(tmp_path / "b", {"train": np.arange(100, 130)}, num_bytes={"train": 120}, teacher={"seed": 1})
+    (a / "tokenizer.json").write_text("{}")
+    out = tmp_path / "ab"
+    assert main(["corpus", "merge", str(a), str(b), "--out", str(out)]) == 0
+    assert "train 80 tokens, val 10 tokens" in capsys.readouterr().out
+    train = TokenShards(out, "train")
+    assert np.array_equal(train.read(0, 80), np.concatenate([np.arange(50), np.arange(100, 130)]))
+    assert np.array_equal(TokenShards(out, "val").read(0, 10), np.arange(10))
+    index = json.loads((out / "index.json").read_text())
+    assert index["num_bytes"] == {"train": 320, "val": 40}
+    assert [m["teacher"]["seed"] for m in index["merged_from"]] == [0, 1]
+    assert (out / "tokenizer.json").read_text() == "{}"
+
+
+def test_merge_refuses_folders_that_do_not_fit(tmp_path):
+    from unmask.data.shards import merge_shard_folders
+
+    a = _folder(tmp_path / "a", {"train": np.arange(50)})
+    b = _folder(tmp_path / "b", {"train": np.arange(50)}, vocab_size=2000)
+    with pytest.raises(UnmaskError, match="vocab_size"):
+        merge_shard_folders([a, b], tmp_path / "out")
+    with pytest.raises(UnmaskError, match="at least two"):
+        merge_shard_folders([a], tmp_path / "out")
+    c = _folder(tmp_path / "c", {"train": np.arange(50)})
+    (a / "tokenizer.json").write_text("{}")
+    (c / "tokenizer.json").write_text('{"other": 1}')
+    with pytest.raises(UnmaskError, match="different tokenizer"):
+        merge_shard_folders([a, c], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

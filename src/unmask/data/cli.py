@@ -2,6 +2,7 @@
 
     unmask corpus build SRC... --out DIR [--installed] [--ext .py --ext .pyi] [--workers N]
     unmask corpus tokenize CORPUS --tokenizer DIR --out SHARDS [--workers N]
+    unmask corpus merge SHARDS SHARDS... --out SHARDS
 
 The work lives in corpus.py and tokenize_corpus.py; this module only maps flags onto them.
 """
@@ -67,6 +68,15 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     tokenize.add_argument("--shard-tokens", type=int, default=50_000_000, help="tokens per shard file (default 5e7)")
     tokenize.add_argument("--no-progress", action="store_true", help="no progress bar")
     tokenize.set_defaults(func=run_tokenize)
+
+    merge = actions.add_parser(
+        "merge", help="join token shard folders (e.g. two 'unmask teacher' runs) into one",
+        description="Write one shard folder holding every split of the given folders, in order (files are "
+                    "hard-linked where possible). The folders must share the dtype, vocabulary, end-of-text "
+                    "id and tokenizer; the index keeps each one's provenance under merged_from.")
+    merge.add_argument("shards", nargs="+", metavar="SHARDS", help="shard folders, in order")
+    merge.add_argument("--out", required=True, help="shard folder to write (replaced atomically)")
+    merge.set_defaults(func=run_merge)
     return parser
 
 
@@ -96,6 +106,16 @@ def run_build(args: argparse.Namespace) -> int:
     )
     report = build_corpus(args.sources, args.out, cfg, installed=args.installed)
     print(format_summary(report, args.out))
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from .shards import merge_shard_folders
+
+    index = merge_shard_folders(args.shards, args.out)
+    counts = ", ".join(f"{split} {sum(e['num_tokens'] for e in entries):,} tokens"
+                       for split, entries in index["splits"].items())
+    print(f"shards: {args.out}  ({counts}, from {len(args.shards)} folders)")
     return 0
 
 

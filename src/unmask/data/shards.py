@@ -104,6 +104,57 @@ def read_index(directory: str | os.PathLike) -> dict[str, Any]:
     return index
 
 
+def merge_shard_folders(inputs: list[str | os.PathLike], out: str | os.PathLike) -> dict[str, Any]:
+    """Write one shard folder holding every split of `inputs` in order (e.g. two `unmask teacher` runs);
+    returns its index. The inputs must agree on dtype, vocabulary and end-of-text id, and on their tokenizer
+    where they record one. Files are hard-linked when the file system allows it, else copied."""
+    import shutil
+
+    from .output import output_folder
+
+    if len(inputs) < 2:
+        raise UnmaskError("merging needs at least two shard folders")
+    indexes = [read_index(d) for d in inputs]
+    first = indexes[0]
+    for d, index in zip(inputs, indexes):
+        for key in ("dtype", "vocab_size", "eos_token_id"):
+            if index.get(key) != first.get(key):
+                raise UnmaskError(f"{d}: {key} {index.get(key)!r} differs from {inputs[0]}'s {first.get(key)!r}")
+    tokenizers = [Path(d) / "tokenizer.json" for d in inputs if (Path(d) / "tokenizer.json").is_file()]
+    if len({t.read_bytes() for t in tokenizers}) > 1:
+        raise UnmaskError("the shard folders hold different tokenizer.json files")
+    hashes = {i["tokenizer_sha256"] for i in indexes if i.get("tokenizer_sha256")}
+    if len(hashes) > 1:
+        raise UnmaskError("the shard folders were tokenized with different tokenizers (tokenizer_sha256)")
+    with output_folder(out, INDEX_FILE) as tmp:
+        splits: dict[str, list[dict[str, Any]]] = {}
+        num_bytes: dict[str, int] = {}
+        for d, index in zip(inputs, indexes):
+            for split, entries in index["splits"].items():
+                for entry in entries:
+                    name = f"{split}-{len(splits.setdefault(split, [])):05d}.bin"
+                    try:
+                        os.link(Path(d) / entry["file"], tmp / name)
+                    except OSError:
+                        shutil.copyfile(Path(d) / entry["file"], tmp / name)
+                    splits[split].append({"file": name, "num_tokens": entry["num_tokens"]})
+                if split in (index.get("num_bytes") or {}):
+                    num_bytes[split] = num_bytes.get(split, 0) + int(index["num_bytes"][split])
+        if any(split not in (i.get("num_bytes") or {}) for i in indexes for split in i["splits"]):
+            num_bytes = {}  # bits per byte needs every part's byte count
+        if tokenizers:
+            shutil.copyfile(tokenizers[0], tmp / "tokenizer.json")
+        provenance: dict[str, Any] = {"merged_from": [
+            {"path": str(Path(d).resolve()), **{k: v for k, v in i.items() if k not in ("format", "splits")}}
+            for d, i in zip(inputs, indexes)]}
+        if num_bytes:
+            provenance["num_bytes"] = num_bytes
+        if hashes:
+            provenance["tokenizer_sha256"] = hashes.pop()
+        write_index(tmp, int(first["vocab_size"]), int(first["eos_token_id"]), splits, **provenance)
+    return read_index(out)
+
+
 class TokenShards:
     """One split of a shard folder as a single virtual array of token ids (memory-mapped)."""
 
