@@ -62,13 +62,12 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
         raise UnmaskError(f"{lm.path}: a causal model must predict the next token (shift_logits true in config.json)")
     if order not in ORDERS:
         raise UnmaskError(f"--likelihood-order must be one of {', '.join(ORDERS)}, got {order!r}")
-    l2r = order == "left-to-right" and cfg.attention != "causal"  # a causal model's NLL is left to right already
-    by_blocks = order == "blocks" and cfg.attention != "causal"
-    by_confidence = order == "confidence" and cfg.attention != "causal"
-    if (l2r or by_blocks or by_confidence) and cfg.attention != "bidirectional":
+    causal = cfg.attention == "causal"
+    scored = "left-to-right" if causal else order  # a causal model's NLL is left to right already
+    if scored != "random" and not causal and cfg.attention != "bidirectional":
         raise UnmaskError(f"--likelihood-order {order} scores masked-diffusion (bidirectional) models; "
                           f"{lm.path} is {cfg.attention}")
-    if (by_blocks or by_confidence) and (block_len < 1 or window_len % block_len):
+    if scored in ("blocks", "confidence") and (block_len < 1 or window_len % block_len):
         raise UnmaskError(f"--window {window_len} must be a multiple of --likelihood-block {block_len}")
     if cfg.attention != "causal" and cfg.mask_token_id is None:
         raise UnmaskError(f"{lm.path}: config.json has no mask_token_id, so the diffusion bound cannot be computed")
@@ -80,28 +79,28 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
     per_window: list[float] = []
     bar = _bar(total, progress)
     with torch.no_grad():
-        step = batch_size if cfg.attention == "causal" else max(1, batch_size // mc_samples)
-        if by_blocks:  # one forward row per sample and block
-            step = max(1, batch_size // (mc_samples * (window_len // block_len)))
-        elif by_confidence:  # one row per window, window_len - 1 passes
-            step = batch_size
+        # windows per forward pass: one row each (exact scores), one per sample, or one per sample and block
+        step = {"random": max(1, batch_size // mc_samples),
+                "blocks": max(1, batch_size // (mc_samples * (window_len // block_len)))}.get(scored, batch_size)
+        if scored == "left-to-right" and not causal:
+            step = max(1, batch_size // mc_samples)  # left_to_right_nll batches positions within a window
         for start in range(0, total, step):
             ids = range(start, min(total, start + step))
             x = torch.stack([torch.from_numpy(shards.read(i * window_len, window_len).astype("int64")) for i in ids])
             x = x.to(device)
-            if cfg.attention == "causal":
+            if causal:
                 nats = ar_nll(model, x)
-            elif l2r:
+            elif scored == "left-to-right":
                 nats = left_to_right_nll(model, x, mask_token_id=cfg.mask_token_id, shift_logits=cfg.shift_logits)
-            elif by_confidence:
+            elif scored == "confidence":
                 nats = confidence_order_nll(model, x, mask_token_id=cfg.mask_token_id, shift_logits=cfg.shift_logits,
                                             block_size=block_len)
             else:
-                groups = window_len // (block_len if by_blocks else block or window_len)
-                draws = [nelbo_draws(mc_samples, window_len, groups, torch.Generator().manual_seed(_window_seed(seed, i)))
-                         for i in ids]
+                groups = window_len // (block_len if scored == "blocks" else block or window_len)
+                draws = [nelbo_draws(mc_samples, window_len, groups,
+                                     torch.Generator().manual_seed(_window_seed(seed, i))) for i in ids]
                 keys, count_u = torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws])
-                if by_blocks:
+                if scored == "blocks":
                     nats = block_order_nelbo_estimates(model, x, keys, count_u, mask_token_id=cfg.mask_token_id,
                                                        shift_logits=cfg.shift_logits, block_size=block_len).mean(1)
                 else:
@@ -115,16 +114,15 @@ def evaluate_likelihood(lm, shards_dir: str, *, split: str = "val", window_len: 
               if len(per_window) > 1 else None)
     result: dict[str, Any] = {
         "task": "likelihood",
-        "metric": ("nll" if cfg.attention == "causal" else "left_to_right_nll" if l2r
-                   else "confidence_order_nll" if by_confidence else "nelbo"),
-        "order": ("left-to-right" if cfg.attention == "causal" or l2r else "blocks" if by_blocks
-                  else "confidence" if by_confidence else "random"),
-        **({"block_len": block_len} if by_blocks or by_confidence else {}),
+        "metric": "nll" if causal else {"left-to-right": "left_to_right_nll",
+                                         "confidence": "confidence_order_nll"}.get(scored, "nelbo"),
+        "order": scored,
+        **({"block_len": block_len} if scored in ("blocks", "confidence") else {}),
         "objective": {"causal": "autoregressive", "bidirectional": "masked diffusion",
                       "block_causal": f"block diffusion (block {block})"}[cfg.attention],
         "nats_per_token": mean, "nats_per_token_stderr": stderr,
         "split": split, "windows": total, "window_len": window_len,
-        "mc_samples": None if cfg.attention == "causal" or l2r or by_confidence else mc_samples, "seed": seed,
+        "mc_samples": mc_samples if scored in ("random", "blocks") else None, "seed": seed,
     }
     num_bytes = (index.get("num_bytes") or {}).get(split)
     if num_bytes:
