@@ -11,9 +11,9 @@ from conftest import tiny_model
 from unmask.data.special_tokens import ENDOFTEXT_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
 from unmask.diffusion import (apply_mask, ar_nll, bits_per_byte, block_causal, block_diagonal,
                               block_diffusion_inputs, block_diffusion_mask, block_order_nelbo_estimates,
-                              block_output_logits, confidence_order_nll, count_masks, fim_rewrite, first_token_given, left_to_right_nll,
-                              masked_diffusion_loss, nelbo_draws, nelbo_estimates, next_token_loss,
-                              offset_block_causal, stratified_times, token_mask)
+                              block_output_logits, confidence_order_nll, count_masks, fim_rewrite, first_token_given,
+                              left_to_right_nll, masked_diffusion_loss, nelbo_draws, nelbo_estimates,
+                              next_token_loss, offset_block_causal, stratified_times, token_mask)
 
 MASK = 3  # the enumerable models: vocabulary {0, 1, 2} plus the mask token 3
 

@@ -27,7 +27,8 @@ Block by block (semi-autoregressive). The default sampler decodes a masked-diffu
 tokens, left to right, with every later block still masked. That process has its own ELBO: the sum over
 blocks of the block's masked-diffusion NELBO given the clean blocks before it and the masked ones after,
 
-    NELBO_S(x) = sum_b sum_{M in block b, nonempty} (|M|-1)!(n_b-|M|)!/n_b! * sum_{i in M} -log p(x_i | x_<b, x_M masked, x_>b masked)
+    NELBO_S(x) = sum_b sum_{M in block b, nonempty} (|M|-1)!(n_b-|M|)!/n_b!
+                   * sum_{i in M} -log p(x_i | x_<b, x_M masked, x_>b masked)
                >= -log p_S(x_1..x_n | x_0),
 
 where p_S is the model run block by block (random order inside a block). It is estimated like the
@@ -47,8 +48,9 @@ confident masked position (the highest top-token probability) of the first block
 
     p_conf(x_1..x_n | x_0) = prod_k p(x_{j_k} | state_k),   j_k = argmax_{j masked in the block} max_v p(v | state_k),
 
-exact and normalised because j_k depends only on the state, not on the token drawn there. (The ELBO above averages -log p_order over uniformly random orders; no inequality
-ties it to one fixed order.) It costs n forward passes per window.
+exact and normalised because j_k depends only on the state, not on the token drawn there. (The ELBO above
+averages -log p_order over uniformly random orders; no inequality ties it to one fixed order.) It costs n
+forward passes per window.
 
 Bits per byte: nats/token * (tokens / bytes of the split) / ln 2.
 """

@@ -81,8 +81,8 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
                          "passes of --batch-size windows); 'left-to-right': the exact likelihood of decoding left "
                          "to right one token per step (window - 1 passes per window)")
     lk.add_argument("--likelihood-block", type=int, default=None, metavar="N",
-                    help="block length of --likelihood-order blocks and confidence (default: the model's generation_config.json "
-                         "block_length, else 32)")
+                    help="block length of --likelihood-order blocks and confidence (default: the model's "
+                         "generation_config.json block_length, else 32)")
     sw = p.add_argument_group("sweep")
     sw.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                     help="a sampler setting and its values (repeatable; the grid is every combination)")
