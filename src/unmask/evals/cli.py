@@ -302,20 +302,14 @@ def _run_compare(args, path_a: str, path_b: str) -> int:
         if a.get("task") != b.get("task"):
             raise UnmaskError(f"the results are of different tasks ({a.get('task')!r} vs {b.get('task')!r})")
         pair = compare_likelihoods(a, b)
-        print(f"likelihood: {names[0]} ({path_a}) vs {names[1]} ({path_b}), paired over the windows both scored")
-        print(format_likelihood_pair(pair, *names))
-        if args.out:
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"task": "likelihood", "a": path_a, "b": path_b, "names": names,
-                                       **asdict(pair)}, indent=2))
-        return 0
-    rows = compare_results(a, b)
-    print(f"{a['task']}: {names[0]} ({path_a}) vs {names[1]} ({path_b}), paired over the tasks both scored")
-    print(format_table(rows, *names))
+        table, found, paired_over = format_likelihood_pair(pair, *names), asdict(pair), "windows"
+    else:
+        rows = compare_results(a, b)
+        table, found, paired_over = format_table(rows, *names), {"rows": [asdict(r) for r in rows]}, "tasks"
+    print(f"{a['task']}: {names[0]} ({path_a}) vs {names[1]} ({path_b}), paired over the {paired_over} both scored")
+    print(table)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"task": a["task"], "a": path_a, "b": path_b, "names": names,
-                                   "rows": [asdict(r) for r in rows]}, indent=2))
+        out.write_text(json.dumps({"task": a["task"], "a": path_a, "b": path_b, "names": names, **found}, indent=2))
     return 0
