@@ -214,7 +214,7 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
     # The longest window the weights were trained on, this run's or an ancestor's: evaluations fit held-out
     # examples to it (evals/completers.py), so a short fine-tune (e.g. distillation on 192-token records) of a
     # model trained on 256-token windows is still evaluated at 256.
-    context_len = max(config.data.window_len, int(state.get("context_len") or _context_of(init_state)))
+    context_len = max(config.data.window_len, _context_of(state), _context_of(init_state))
     if config.optim.max_tokens:
         config.optim.max_steps = math.ceil((config.optim.max_tokens - inherited) / tokens_per_step)
         if config.optim.max_steps <= 0:
@@ -252,9 +252,8 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
     def trainer_state() -> dict:
         return {"step": step, "tokens_seen": tokens, "inherited_tokens": inherited,
                 "total_tokens": inherited + tokens, "context_len": context_len, "loader": loader.state_dict(),
-                "world_size": info.world_size,
-                "objective": config.objective, "git_commit": commit, "config": config.to_dict(),
-                "val": last_val}
+                "world_size": info.world_size, "objective": config.objective, "git_commit": commit,
+                "config": config.to_dict(), "val": last_val}
 
     def checkpoint() -> Path:
         return save_checkpoint(out_dir=out_dir, step=step, model=wrapped, model_config=model_config,
