@@ -131,18 +131,13 @@ def block_order_nelbo_estimates(model, x0: torch.Tensor, keys: torch.Tensor, cou
     g = torch.arange(G, device=device)
     later = block_of[None, :] > g[:, None]  # [G, L]: columns of blocks after block g
     current = block_of[None, :] == g[:, None]  # [G, L]
-    hide = later[None] | (current[None] & masked[:, None, :])  # [B*S, G, L]
-    inputs = torch.where(hide, torch.full_like(x[:, None, :].expand(-1, G, -1), mask_token_id),
-                         x[:, None, :].expand(-1, G, -1)).reshape(B * S * G, L)
-    scored = (current[None] & masked[:, None, :]).reshape(B * S * G, L)  # the positions whose CE counts
-    w = weight[:, None, :].expand(-1, G, -1).reshape(B * S * G, L)
-    targets = x[:, None, :].expand(-1, G, -1).reshape(B * S * G, L)
-    rows, cols = scored.nonzero(as_tuple=True)
+    scored = current[None] & masked[:, None, :]  # [B*S, G, L]: the positions whose CE counts
+    inputs = x[:, None, :].masked_fill(later[None] | scored, mask_token_id).reshape(B * S * G, L)
+    sample, block, cols = scored.nonzero(as_tuple=True)
     hidden = model(inputs, return_hidden=True)
-    logits = model.lm_head(hidden[rows, cols - 1 if shift_logits else cols])
-    ce = F.cross_entropy(logits.float(), targets[rows, cols], reduction="none")
-    per_row = torch.zeros(B * S, device=device).index_add_(0, torch.div(rows, G, rounding_mode="floor"),
-                                                            ce * w[rows, cols])
+    logits = model.lm_head(hidden[sample * G + block, cols - 1 if shift_logits else cols])
+    ce = F.cross_entropy(logits.float(), x[sample, cols], reduction="none")
+    per_row = torch.zeros(B * S, device=device).index_add_(0, sample, ce * weight[sample, cols])
     return per_row.view(B, S)
 
 

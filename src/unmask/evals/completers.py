@@ -93,14 +93,15 @@ class UnmaskCompleter:
         from, else the run's own window), else its position limit: held-out examples must fit what it saw."""
         import json
 
+        from ..train.checkpointing import recorded_context_len
+
         state = self.lm.path / "trainer_state.json" if self.lm.path is not None else None
         if state is not None and state.is_file():
             try:
-                recorded = json.loads(state.read_text())
-                window = recorded.get("context_len") or recorded["config"]["data"]["window_len"]
-                if isinstance(window, int) and window > 0:
+                window = recorded_context_len(json.loads(state.read_text()))
+                if window > 0:
                     return window
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
                 pass
         return self.lm.model.config.max_position_embeddings
 

@@ -81,6 +81,15 @@ def read_trainer_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def recorded_context_len(trainer_state: dict[str, Any]) -> int:
+    """The longest window the weights were trained on, as a trainer_state.json records it: its context_len
+    (this run's window or a longer one of the runs it started from), else the run's own data.window_len;
+    0 when it records neither."""
+    if trainer_state.get("context_len"):
+        return int(trainer_state["context_len"])
+    return int(((trainer_state.get("config") or {}).get("data") or {}).get("window_len") or 0)
+
+
 def git_commit() -> str | None:
     """The commit of the source tree that runs, with '-dirty' when it has uncommitted changes."""
     here = Path(__file__).resolve().parent

@@ -35,7 +35,8 @@ from ..errors import ConfigError, UnmaskError
 from ..model import ModelConfig, Transformer, load_config
 from ..model.checkpoint import CONFIG_FILE, TOKENIZER_FILE, atomic_folder, load_weights_into
 from .checkpointing import (CHECKPOINTS_DIR, SHARDED_DIR, TRAINER_STATE_FILE, git_commit, list_checkpoints,
-                            load_training_state, read_trainer_state, remove_stale_temporaries, save_checkpoint)
+                            load_training_state, read_trainer_state, recorded_context_len, remove_stale_temporaries,
+                            save_checkpoint)
 from .config import TrainConfig, resolve_model_fields
 from .distributed import DistInfo, all_reduce, init_distributed, load_sharded_state, shutdown, wrap_model
 from .objectives import Draws, Objective, derive_seed, make_objective
@@ -164,13 +165,6 @@ def train(config: TrainConfig, *, resume: str | Path | None = None) -> TrainResu
         shutdown(info)
 
 
-def _context_of(trainer_state: dict) -> int:
-    """The training context a trainer_state.json records (0 when it has none)."""
-    if trainer_state.get("context_len"):
-        return int(trainer_state["context_len"])
-    return int(((trainer_state.get("config") or {}).get("data") or {}).get("window_len") or 0)
-
-
 def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainResult:
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -214,7 +208,7 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
     # The longest window the weights were trained on, this run's or an ancestor's: evaluations fit held-out
     # examples to it (evals/completers.py), so a short fine-tune (e.g. distillation on 192-token records) of a
     # model trained on 256-token windows is still evaluated at 256.
-    context_len = max(config.data.window_len, _context_of(state), _context_of(init_state))
+    context_len = max(config.data.window_len, recorded_context_len(state), recorded_context_len(init_state))
     if config.optim.max_tokens:
         config.optim.max_steps = math.ceil((config.optim.max_tokens - inherited) / tokens_per_step)
         if config.optim.max_steps <= 0:
