@@ -20,7 +20,7 @@ from unmask.train.config import TrainConfig
 from unmask.train.objectives import Draws, make_objective
 from unmask.train.progress import read_log
 from unmask.train.teacher import TeacherSpec, pick_windows, write_teacher_shards
-from test_train import FAST, TINY
+from test_train import FAST, TINY, assert_same_weights
 
 PROMPT, ANSWER, BLOCK = 16, 16, 8
 SPEC = TeacherSpec(prompts=32, val_prompts=8, prompt_len=PROMPT, answer_len=ANSWER, batch_size=16)
@@ -131,6 +131,49 @@ def test_the_mdlm_term_adds_the_any_order_loss_of_the_record(student):
     assert mixed.tokens_fed(PROMPT + ANSWER) == 2 * plain.tokens_fed(PROMPT + ANSWER)
 
 
+def test_the_mdlm_term_reads_the_anchor_batch_when_given(student):
+    base = ["init_from=" + str(student), "data.shards=x", f"data.window_len={PROMPT + ANSWER}"]
+    distill = base + ["objective=distill", f"distill.prompt_len={PROMPT}", f"distill.block_len={BLOCK}",
+                      "distill.entropy_weight=0"]
+    model = from_pretrained(student)
+    x0 = torch.randint(6, 262, (8, PROMPT + ANSWER))
+    anchor = torch.randint(6, 262, (8, 48))  # its own length: real-code windows need not match the records
+    draws = lambda: Draws(3, 8, slice(0, 8), torch.device("cpu"))  # noqa: E731
+    plain = make_objective(load_config(TINY, distill), model.config)
+    mixed = make_objective(load_config(TINY, distill + ["distill.mdlm_weight=0.5", "distill.mdlm_shards=y"]),
+                           model.config)
+    mdlm = make_objective(load_config(TINY, base + ["objective=mdlm"]), model.config)
+    # The same generator goes on from the distillation draws to the MDLM term's, so the term is exactly the MDLM
+    # objective's loss of the anchor batch under those draws.
+    d = draws()
+    expected = plain.loss(model, x0, d) + 0.5 * mdlm.loss(model, anchor, d)
+    torch.testing.assert_close(mixed.loss(model, x0, draws(), anchor=anchor), expected)
+    assert mixed.tokens_fed(PROMPT + ANSWER) == plain.tokens_fed(PROMPT + ANSWER)  # the loop counts the anchor
+
+
+def test_distillation_with_real_code_continues_the_students_data_and_resumes_exactly(tmp_path, shards, student,
+                                                                                       teacher_shards):
+    sets = [f"data.shards={teacher_shards}", *FAST, "objective=distill", f"init_from={student}",
+            "init_continue_data=false", f"data.window_len={PROMPT + ANSWER}", f"distill.prompt_len={PROMPT}",
+            f"distill.block_len={BLOCK}", "distill.mdlm_weight=0.5", f"distill.mdlm_shards={shards}",
+            "distill.mdlm_window_len=64", "optim.max_steps=4"]
+    full = train(load_config(TINY, sets + [f"out_dir={tmp_path / 'full'}"]))
+    state = json.loads((full.checkpoint / "trainer_state.json").read_text())
+    student_state = json.loads((student / "trainer_state.json").read_text())
+    # the real-code windows go on from where the student's run stopped: 4 more batches of its loader
+    assert student_state["loader"]["window_len"] == 64 and student_state["config"]["data"]["shards"] == str(shards)
+    assert state["mdlm_loader"]["step"] == student_state["loader"]["step"] + 4
+    assert state["loader"]["step"] == 4 and state["tokens_seen"] == 4 * 8 * ((PROMPT + ANSWER) + 64)
+    assert state["context_len"] == 64
+    cut = train(load_config(TINY, sets + [f"out_dir={tmp_path / 'cut'}", "system.stop_at_step=2"]))
+    assert (cut.status, cut.step) == ("stopped", 2)
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    assert_same_weights(full.checkpoint, tmp_path / "cut" / "checkpoints" / "step-00000004")
+    # a model that never read those shards has no place to continue from
+    with pytest.raises(ConfigError, match="did not record reading"):
+        train(load_config(TINY, sets + [f"out_dir={tmp_path / 'other'}", f"distill.mdlm_shards={teacher_shards}"]))
+
+
 def test_distillation_decodes_the_teachers_prompts_in_fewer_forward_passes(tmp_path, student, teacher_shards):
     out = tmp_path / "distilled"
     config = load_config(TINY, [f"data.shards={teacher_shards}", f"out_dir={out}", *FAST, "objective=distill",
@@ -187,6 +230,8 @@ def test_evaluations_fit_examples_to_the_recorded_context(tmp_path):
       "distill.entropy_weight=-1"], "distill.entropy_weight must be >= 0"),
     (["objective=distill", "init_from=m", "data.window_len=96", "distill.prompt_len=64",
       "distill.mdlm_weight=-0.5"], "distill.mdlm_weight must be >= 0"),
+    (["objective=distill", "init_from=m", "data.window_len=96", "distill.prompt_len=64",
+      "distill.mdlm_shards=data/shards"], "distill.mdlm_shards is read only by the MDLM term"),
 ])
 def test_bad_distill_configs_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message):

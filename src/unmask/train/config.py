@@ -11,7 +11,8 @@ A config file has a few top-level keys and one table per concern:
     [data]        shards, window_len, batch_size (per rank), grad_accum, tokenizer
     [optim]       AdamW, warm-up + cosine, clipping, the step or token budget
     [diffusion]   eps (smallest t), fim_rate (autoregressive objective)
-    [distill]     prompt_len, block_len, entropy_weight, mdlm_weight (self-distillation on `unmask teacher` records)
+    [distill]     prompt_len, block_len, entropy_weight, mdlm_weight, mdlm_shards (self-distillation on
+                  `unmask teacher` records, with a masked-diffusion term on them or on real code)
     [eval]        validation every N steps on fixed windows with a fixed seed
     [checkpoint]  every N steps, keep the last K
     [system]      device, autocast dtype, compile, ddp|fsdp, logging, planned stops
@@ -82,9 +83,17 @@ class DistillConfig:
     prompt_len: int = 64  # the records' prompt length (the teacher's --prompt-len)
     block_len: int = 16  # the sampler's block length (the model's generation_config block_length)
     entropy_weight: float = 1.0  # certainty forcing: weight of the entropy of positions predicted right
-    # Weight of the plain masked-diffusion loss on the same records (uniform masks over the whole window, a
-    # second forward pass), which keeps the any-order predictions that likelihood and infilling use.
+    # Weight of the plain masked-diffusion loss (uniform masks over a whole window, a second forward pass),
+    # which keeps the any-order predictions that likelihood and infilling use.
     mdlm_weight: float = 0.0
+    # Where that loss's windows come from: "" for the same teacher records, or a shard folder of real code
+    # (its train split, windows of mdlm_window_len), so the student keeps learning the data rather than its
+    # own answers. Those windows count as training tokens.
+    mdlm_shards: str = ""
+    mdlm_window_len: int = 256
+    # Start the real-code windows where init_from's run stopped reading them (windows it has not trained on);
+    # needs init_from's trainer_state to have read the same shards with the same window and global batch.
+    mdlm_continue_data: bool = True
 
 
 @dataclass
@@ -196,6 +205,10 @@ class TrainConfig:
             for name in ("entropy_weight", "mdlm_weight"):
                 if getattr(d, name) < 0:
                     raise bad(f"distill.{name}", f"must be >= 0, got {getattr(d, name)}")
+            if d.mdlm_shards and not d.mdlm_weight:
+                raise bad("distill.mdlm_shards", "is read only by the MDLM term: set distill.mdlm_weight > 0")
+            if d.mdlm_shards and d.mdlm_window_len < 2:
+                raise bad("distill.mdlm_window_len", f"must be >= 2, got {d.mdlm_window_len}")
         if self.objective == "ar" and self.data.window_len <= 4 and self.diffusion.fim_rate > 0:
             raise bad("data.window_len", "must exceed 4 tokens for fill-in-the-middle")
 

@@ -203,12 +203,17 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
     objective = make_objective(config, model_config)
     loader = WindowLoader(shards, config.data.window_len, config.data.batch_size, rank=info.rank,
                           world_size=info.world_size, seed=config.seed)
+    # (on resume its position comes from the checkpoint, below)
+    anchor_loader = _anchor_loader(config, init_state if resume is None else None, shards.vocab_size, info)
     tokens_per_step = config.data.window_len * loader.global_batch * config.data.grad_accum
+    if anchor_loader is not None:
+        tokens_per_step += anchor_loader.window_len * anchor_loader.global_batch * config.data.grad_accum
     inherited = int(state.get("inherited_tokens", init_state.get("total_tokens", 0)))
     # The longest window the weights were trained on, this run's or an ancestor's: evaluations fit held-out
     # examples to it (evals/completers.py), so a short fine-tune (e.g. distillation on 192-token records) of a
     # model trained on 256-token windows is still evaluated at 256.
-    context_len = max(config.data.window_len, recorded_context_len(state), recorded_context_len(init_state))
+    context_len = max(config.data.window_len, recorded_context_len(state), recorded_context_len(init_state),
+                      anchor_loader.window_len if anchor_loader is not None else 0)
     if config.optim.max_tokens:
         config.optim.max_steps = math.ceil((config.optim.max_tokens - inherited) / tokens_per_step)
         if config.optim.max_steps <= 0:
@@ -219,6 +224,8 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
     if resume is not None:
         step, tokens = int(state["step"]), int(state["tokens_seen"])
         loader.load_state_dict(state["loader"])
+        if anchor_loader is not None:
+            anchor_loader.load_state_dict(state["mdlm_loader"])
         load_training_state(resume, optimizer, scheduler, info)
         if sharded:
             load_sharded_state(model, optimizer, str(resume / SHARDED_DIR))
@@ -247,7 +254,8 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
         return {"step": step, "tokens_seen": tokens, "inherited_tokens": inherited,
                 "total_tokens": inherited + tokens, "context_len": context_len, "loader": loader.state_dict(),
                 "world_size": info.world_size, "objective": config.objective, "git_commit": commit,
-                "config": config.to_dict(), "val": last_val}
+                "config": config.to_dict(), "val": last_val,
+                **({"mdlm_loader": anchor_loader.state_dict()} if anchor_loader is not None else {})}
 
     def checkpoint() -> Path:
         return save_checkpoint(out_dir=out_dir, step=step, model=wrapped, model_config=model_config,
@@ -277,11 +285,12 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
             try:
                 for micro in range(config.data.grad_accum):
                     x = loader.next_batch().to(device, non_blocking=True)
+                    extra = {} if anchor_loader is None else {"anchor": anchor_loader.next_batch().to(device)}
                     draws = Draws(derive_seed(config.seed, step, micro), loader.global_batch, rows, device)
                     last_micro = micro == config.data.grad_accum - 1
                     with _gradient_sync(wrapped, last_micro, sharded):
                         with autocast():  # the forward only: backward runs in the forward's dtypes
-                            loss = objective.loss(wrapped, x, draws) / config.data.grad_accum
+                            loss = objective.loss(wrapped, x, draws, **extra) / config.data.grad_accum
                         loss.backward()
                     loss_sum += loss.detach()
                 clip = config.optim.grad_clip if config.optim.grad_clip > 0 else float("inf")
@@ -355,6 +364,34 @@ def _train(config: TrainConfig, resume: Path | None, info: DistInfo) -> TrainRes
         progress.message(f"stopped at step {step} ({stop}); checkpoint {last_checkpoint}; "
                          f"continue with: unmask train --resume {out_dir}")
     return TrainResult(status, step, out_dir, last_checkpoint, exit_code)
+
+
+def _anchor_loader(config: TrainConfig, init_state: dict | None, vocab_size: int,
+                   info: DistInfo) -> WindowLoader | None:
+    """The real-code windows of a distillation run's MDLM term (distill.mdlm_shards), or None.
+
+    With distill.mdlm_continue_data they start where init_from's run stopped reading the same shards, so the
+    student trains on windows it has not seen; the loader is seeded like that run's (config.seed)."""
+    d = config.distill
+    if config.objective != "distill" or not d.mdlm_shards:
+        return None
+    shards = TokenShards(d.mdlm_shards, "train")
+    if shards.vocab_size != vocab_size:
+        raise ConfigError(f"distill.mdlm_shards {d.mdlm_shards}: vocabulary of {shards.vocab_size}, the teacher "
+                          f"records' is {vocab_size}")
+    loader = WindowLoader(shards, d.mdlm_window_len, config.data.batch_size, rank=info.rank,
+                          world_size=info.world_size, seed=config.seed)
+    if d.mdlm_continue_data and init_state is not None:
+        read = (init_state.get("config") or {}).get("data", {}).get("shards")
+        if not read or not init_state.get("loader") or Path(read).resolve() != Path(d.mdlm_shards).resolve():
+            raise ConfigError(f"distill.mdlm_continue_data: init_from {config.init_from} did not record reading "
+                              f"{d.mdlm_shards}; set distill.mdlm_continue_data = false to start at its beginning")
+        try:
+            loader.load_state_dict(init_state["loader"])
+        except UnmaskError as e:
+            raise ConfigError(f"distill.mdlm_continue_data: {e}; match init_from's data.window_len, batch and seed, "
+                              f"or set distill.mdlm_continue_data = false") from None
+    return loader
 
 
 def _gradient_sync(wrapped, last_micro: bool, sharded: bool):

@@ -122,13 +122,15 @@ class SelfDistillation(Objective):
 
     The first term keeps the student on the teacher's decode; the second makes it sure of the positions it
     already gets right, so a confidence threshold reveals several of them in one step. With mdlm_weight > 0,
-    mdlm_weight x the MDLM loss of the whole record (uniform masks, a second forward pass) is added, so the
-    student keeps predicting from any mask pattern (the likelihood bound, infilling), not only the sampler's.
+    mdlm_weight x the MDLM loss of a whole window (uniform masks, a second forward pass) is added, so the
+    student keeps predicting from any mask pattern (the likelihood bound, infilling), not only the sampler's:
+    the window is `anchor` (a batch of real code, distill.mdlm_shards, read by the training loop) when given,
+    else the record itself (whose answer is the teacher's text, not the data's).
     """
 
     name = "distill"
 
-    def loss(self, model, x0, draws):
+    def loss(self, model, x0, draws, anchor: torch.Tensor | None = None):
         L = x0.shape[1]
         d = self.config.distill
         blocks = (L - d.prompt_len) // d.block_len
@@ -152,14 +154,19 @@ class SelfDistillation(Objective):
         entropy = -(logp.exp() * logp).sum(-1)
         loss = ce.mean() + d.entropy_weight * (entropy * right).sum() / len(ce)
         if d.mdlm_weight:
+            x_any = x0 if anchor is None else anchor
+            L_any = x_any.shape[1]
             t_any = draws.times(1, self.config.diffusion.eps)[:, 0]
-            any_order = token_mask(draws.uniform(L), t_any, first_token_given(L, x0.device) if self.shift else None)
-            logits = model(apply_mask(x0, any_order, self.mask_id))
-            loss = loss + d.mdlm_weight * masked_diffusion_loss(logits, x0, any_order, t_any, self.shift)
+            maskable = first_token_given(L_any, x0.device) if self.shift else None
+            any_order = token_mask(draws.uniform(L_any), t_any, maskable)
+            logits = model(apply_mask(x_any, any_order, self.mask_id))
+            loss = loss + d.mdlm_weight * masked_diffusion_loss(logits, x_any, any_order, t_any, self.shift)
         return loss
 
     def tokens_fed(self, length):
-        return 2 * length if self.config.distill.mdlm_weight else length
+        # With mdlm_shards the second pass reads its own data tokens (counted by the loop), fed once each.
+        d = self.config.distill
+        return 2 * length if d.mdlm_weight and not d.mdlm_shards else length
 
 
 OBJECTIVE_CLASSES = {cls.name: cls for cls in (MaskedDiffusion, BlockDiffusion, Autoregressive, SelfDistillation)}
