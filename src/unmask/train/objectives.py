@@ -64,18 +64,23 @@ class Objective:
         return length
 
 
+def mdlm_loss(model, x0: torch.Tensor, draws: Draws, eps: float, shift: bool, mask_id: int) -> torch.Tensor:
+    """MDLM/LLaDA: one t per window, each token masked with probability t, 1/t-weighted CE."""
+    L = x0.shape[1]
+    t = draws.times(1, eps)[:, 0]
+    maskable = first_token_given(L, x0.device) if shift else None
+    masked = token_mask(draws.uniform(L), t, maskable)
+    logits = model(apply_mask(x0, masked, mask_id))
+    return masked_diffusion_loss(logits, x0, masked, t, shift)
+
+
 class MaskedDiffusion(Objective):
     """MDLM/LLaDA: one t per window, each token masked with probability t, 1/t-weighted CE."""
 
     name = "mdlm"
 
     def loss(self, model, x0, draws):
-        B, L = x0.shape
-        t = draws.times(1, self.config.diffusion.eps)[:, 0]
-        maskable = first_token_given(L, x0.device) if self.shift else None
-        masked = token_mask(draws.uniform(L), t, maskable)
-        logits = model(apply_mask(x0, masked, self.mask_id))
-        return masked_diffusion_loss(logits, x0, masked, t, self.shift)
+        return mdlm_loss(model, x0, draws, self.config.diffusion.eps, self.shift, self.mask_id)
 
 
 class BlockDiffusion(Objective):
@@ -154,13 +159,9 @@ class SelfDistillation(Objective):
         entropy = -(logp.exp() * logp).sum(-1)
         loss = ce.mean() + d.entropy_weight * (entropy * right).sum() / len(ce)
         if d.mdlm_weight:
-            x_any = x0 if anchor is None else anchor
-            L_any = x_any.shape[1]
-            t_any = draws.times(1, self.config.diffusion.eps)[:, 0]
-            maskable = first_token_given(L_any, x0.device) if self.shift else None
-            any_order = token_mask(draws.uniform(L_any), t_any, maskable)
-            logits = model(apply_mask(x_any, any_order, self.mask_id))
-            loss = loss + d.mdlm_weight * masked_diffusion_loss(logits, x_any, any_order, t_any, self.shift)
+            window = x0 if anchor is None else anchor
+            any_order = mdlm_loss(model, window, draws, self.config.diffusion.eps, self.shift, self.mask_id)
+            loss = loss + d.mdlm_weight * any_order
         return loss
 
     def tokens_fed(self, length):
