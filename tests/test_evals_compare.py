@@ -103,6 +103,11 @@ def test_cli_compares_two_likelihood_results(tmp_path, capsys):
     lines.write_text(json.dumps(_results("lines", "x", {"t": 1})))
     assert main(["eval", "compare", str(a), str(lines)]) == 2
     assert "different tasks" in capsys.readouterr().err
+    # a likelihood result of before "task" and per-window values: named as such, not as another task
+    old = {k: v for k, v in _likelihood("x", "nll", None).items() if k not in ("task", "per_window")}
+    b.write_text(json.dumps({**old, "nats_per_token": 2.4}))
+    assert main(["eval", "compare", str(a), str(b)]) == 2
+    assert "without per-window values (written by an older unmask?)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

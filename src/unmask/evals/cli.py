@@ -298,9 +298,13 @@ def _run_compare(args, path_a: str, path_b: str) -> int:
     names = [r.get("model", {}).get("name") or Path(p).stem for r, p in ((a, path_a), (b, path_b))]
     if names[0] == names[1]:
         names = ["A", "B"]
-    if a.get("task") == "likelihood" or b.get("task") == "likelihood":
-        if a.get("task") != b.get("task"):
+    def is_likelihood(r):  # likelihood results written before they recorded "task" have nats_per_token
+        return r.get("task") == "likelihood" or ("task" not in r and "nats_per_token" in r)
+
+    if is_likelihood(a) or is_likelihood(b):
+        if not (is_likelihood(a) and is_likelihood(b)):
             raise UnmaskError(f"the results are of different tasks ({a.get('task')!r} vs {b.get('task')!r})")
+        a, b = ({**r, "task": "likelihood"} for r in (a, b))
         pair = compare_likelihoods(a, b)
         table, found, paired_over = format_likelihood_pair(pair, *names), asdict(pair), "windows"
     else:
