@@ -286,7 +286,7 @@ def _run_compare(args, path_a: str, path_b: str) -> int:
     from dataclasses import asdict
 
     from ..errors import UnmaskError
-    from .compare import compare_likelihoods, compare_results, format_likelihood_pair, format_table
+    from .compare import compare_likelihoods, compare_results, format_likelihood_pair, format_table, result_task
 
     def load(path):
         try:
@@ -298,22 +298,19 @@ def _run_compare(args, path_a: str, path_b: str) -> int:
     names = [r.get("model", {}).get("name") or Path(p).stem for r, p in ((a, path_a), (b, path_b))]
     if names[0] == names[1]:
         names = ["A", "B"]
-    def is_likelihood(r):  # likelihood results written before they recorded "task" have nats_per_token
-        return r.get("task") == "likelihood" or ("task" not in r and "nats_per_token" in r)
-
-    if is_likelihood(a) or is_likelihood(b):
-        if not (is_likelihood(a) and is_likelihood(b)):
-            raise UnmaskError(f"the results are of different tasks ({a.get('task')!r} vs {b.get('task')!r})")
-        a, b = ({**r, "task": "likelihood"} for r in (a, b))
+    task, task_b = result_task(a), result_task(b)
+    if "likelihood" in (task, task_b):
+        if task != task_b:
+            raise UnmaskError(f"the results are of different tasks ({task!r} vs {task_b!r})")
         pair = compare_likelihoods(a, b)
         table, found, paired_over = format_likelihood_pair(pair, *names), asdict(pair), "windows"
     else:
         rows = compare_results(a, b)
         table, found, paired_over = format_table(rows, *names), {"rows": [asdict(r) for r in rows]}, "tasks"
-    print(f"{a['task']}: {names[0]} ({path_a}) vs {names[1]} ({path_b}), paired over the {paired_over} both scored")
+    print(f"{task}: {names[0]} ({path_a}) vs {names[1]} ({path_b}), paired over the {paired_over} both scored")
     print(table)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"task": a["task"], "a": path_a, "b": path_b, "names": names, **found}, indent=2))
+        out.write_text(json.dumps({"task": task, "a": path_a, "b": path_b, "names": names, **found}, indent=2))
     return 0

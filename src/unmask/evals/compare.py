@@ -58,6 +58,12 @@ def _group_of(results: dict[str, Any]):
     return group_of
 
 
+def result_task(results: dict[str, Any]) -> str | None:
+    """The task a results file is of; likelihood results written before they recorded "task" have
+    nats_per_token."""
+    return results.get("task") or ("likelihood" if "nats_per_token" in results else None)
+
+
 def compare_results(a: dict[str, Any], b: dict[str, Any]) -> list[PairedRow]:
     """One row for all shared tasks, then one per group the results share (in A's order)."""
     if a.get("task") != b.get("task"):
