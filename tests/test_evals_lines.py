@@ -47,6 +47,25 @@ def test_tasks_are_deterministic_and_cut_from_the_files(source_folder):
         assert _words(infill.prompt) + _words(infill.suffix) + 16 + 3 <= 200  # fits the model's context
 
 
+def test_gap_newline_moves_the_line_end_into_the_gap(source_folder):
+    docs = read_sources(source_folder)
+    kw = dict(seed=3, count_tokens=_words, context_tokens=200, budget_tokens=16)
+    plain = build_line_tasks(docs, 20, **kw)
+    with_newline = build_line_tasks(docs, 20, gap_newline=True, **kw)
+    assert [mode_of(t) for t in with_newline[:3]] == ["infill+nl", "infill-line+nl", "completion"]
+    for old, new in zip(plain, with_newline):
+        assert (new.problem_id, new.prompt, new.canonical, new.stop) == (old.problem_id, old.prompt, old.canonical,
+                                                                        old.stop)
+        if mode_of(old) == "completion":
+            assert new == old
+        else:  # the same text, the newline now part of the gap: the line + "\n" + the suffix is the file's
+            assert old.suffix == "\n" + new.suffix or old.suffix == new.suffix == "\n"  # a file's last line
+            assert new.task_id == old.task_id + "+nl"
+    # a paired comparison cannot mistake one protocol for the other: no infill task id is shared
+    assert {t.task_id for t in plain} & {t.task_id for t in with_newline} == {t.task_id for t in plain
+                                                                             if mode_of(t) == "completion"}
+
+
 def test_a_context_smaller_than_the_budget_is_refused(source_folder):
     with pytest.raises(UnmaskError, match="no room"):
         build_line_tasks(read_sources(source_folder), 5, seed=0, count_tokens=_words, context_tokens=16,

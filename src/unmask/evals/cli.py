@@ -63,6 +63,10 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     ln = p.add_argument_group("lines")
     ln.add_argument("--corpus", default=None, help="corpus folder (unmask corpus build); its --split is used")
     ln.add_argument("--source", default=None, help="or: a source file or folder of .py files")
+    ln.add_argument("--gap-newline", action="store_true",
+                    help="the infill gaps include the line's newline (the suffix starts at the next line), so a "
+                         "tokenizer that merges a line's end with its newline is not split there (modes "
+                         "infill+nl, infill-line+nl)")
     ln.add_argument("--context", type=int, default=None,
                     help="context length to fit (default: the training window in the model folder's "
                          "trainer_state.json, else the model's position limit)")
@@ -207,9 +211,10 @@ def _line_tasks(args, completer):
         raise UnmaskError("eval lines needs the model's tokenizer to fit the context; use --model")
     budget = completer.settings().get("max_new_tokens") or completer.settings().get("max_tokens")
     tasks = build_line_tasks(docs, args.limit or 100, seed=args.seed, count_tokens=completer.count_tokens,
-                             context_tokens=context, budget_tokens=budget)
+                             context_tokens=context, budget_tokens=budget, gap_newline=args.gap_newline)
     source = str(Path(args.corpus or args.source).resolve())
-    return tasks, {"source": source, "split": args.split if args.corpus else None, "context_tokens": context}
+    return tasks, {"source": source, "split": args.split if args.corpus else None, "context_tokens": context,
+                   "gap_newline": args.gap_newline}
 
 
 def _print_summary(results: dict) -> None:

@@ -15,6 +15,12 @@ A task passes when the stripped output equals the stripped line. The context is 
 and then shortened, whole lines at a time, until prefix + suffix + the generation budget fit the model's
 context length, so no example asks a model about positions it never saw in training. With the same
 tokenizer and context length (a model and its autoregressive twin), both models get identical examples.
+
+With `gap_newline` (`--gap-newline`) the two infill modes hide the line's newline too (the suffix starts at
+the next line; their modes are named infill+nl and infill-line+nl). A BPE tokenizer merges a line's last
+characters with its newline (`,\n` and `):\n` are single tokens), so a suffix that starts with the newline
+forces a split that tokenized training text never has; with the newline in the gap, the model can write the
+line as it learnt it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ MAX_SUFFIX_CHARS = 600
 SOURCE_SUFFIXES = (".py",)
 FIM_SPECIAL_TOKENS = 3  # prefix, suffix and middle markers of the fill-in-the-middle layout
 MODES = ("infill", "infill-line", "completion")
+NEWLINE_MODE_SUFFIX = "+nl"  # the infill modes' names when the gap includes the line's newline
 
 
 def read_sources(path: str | Path) -> list[tuple[str, str]]:
@@ -101,9 +108,10 @@ def _fit(prefix: list[str], suffix: list[str], count_tokens: Callable[[str], int
 
 
 def build_line_tasks(docs: Iterable[tuple[str, str]], num_lines: int, *, seed: int,
-                     count_tokens: Callable[[str], int], context_tokens: int, budget_tokens: int) -> list[Task]:
+                     count_tokens: Callable[[str], int], context_tokens: int, budget_tokens: int,
+                     gap_newline: bool = False) -> list[Task]:
     """3 x num_lines tasks (infill, infill-line, completion) for lines drawn uniformly from the non-blank
-    lines of `docs`."""
+    lines of `docs`; gap_newline: the infill gaps include the line's newline (see the module's docstring)."""
     docs = list(docs)
     per_doc = [_code_lines(text) for _, text in docs]
     total = sum(len(lines) for lines in per_doc)
@@ -131,8 +139,10 @@ def build_line_tasks(docs: Iterable[tuple[str, str]], num_lines: int, *, seed: i
         prefix, suffix = _fit(before, after or ["\n"], count_tokens, room)
         line = text[start:end]
         problem = f"{name}:{line_number}"
-        tasks.append(Task(f"{problem}/infill", prefix, suffix, "", "", line, problem, stop=()))
-        tasks.append(Task(f"{problem}/infill-line", prefix, suffix, "", "", line, problem, stop=("\n",)))
+        tag, gap_suffix = (NEWLINE_MODE_SUFFIX, suffix[1:] or suffix) if gap_newline else ("", suffix)
+        # (a file's last line keeps its newline as the suffix: an infill task always has one)
+        tasks.append(Task(f"{problem}/infill{tag}", prefix, gap_suffix, "", "", line, problem, stop=()))
+        tasks.append(Task(f"{problem}/infill-line{tag}", prefix, gap_suffix, "", "", line, problem, stop=("\n",)))
         tasks.append(Task(f"{problem}/completion", prefix, "", "", "", line, problem, stop=("\n",)))
     return tasks
 
