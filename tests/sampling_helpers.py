@@ -34,6 +34,24 @@ def byte_tokenizer() -> Tokenizer:
     return tok
 
 
+MERGES = [(")", ":"), ("):", "Ċ"), ("Ġ", "Ġ"), ("ĠĠ", "ĠĠ")]
+
+
+def merged_tokenizer() -> Tokenizer:
+    """Byte-level BPE like the project's: "):" and "):\\n" are single tokens, as is four-space indentation."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for ch in alphabet:
+        vocab[ch] = len(vocab)
+    for a, b in MERGES:
+        vocab[a + b] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=MERGES))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    return tok
+
+
 def letter_ids(tok: Tokenizer) -> list[int]:
     return [tok.token_to_id(c) for c in LETTERS]
 

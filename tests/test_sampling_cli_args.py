@@ -29,14 +29,14 @@ def test_every_flag_reaches_its_field():
     argv = ["--policy", "entropy", "--threshold", "1", "--entropy-bound", "0.3", "--steps", "4", "--order", "random",
             "--block-length", "0", "--cache", "prefix", "--refresh-every", "2", "--max-new-tokens", "9",
             "--temperature", "0.7", "--top-p", "0.9", "--top-k", "5", "--seed", "3", "--stop", "x",
-            "--stop-token-ids", "2,7", "--infill-length", "4", "--no-token-healing",
+            "--stop-token-ids", "2,7", "--infill-length", "4", "--no-token-healing", "--no-suffix-healing",
             "--frequency-penalty", "0.5", "--presence-penalty", "-1", "--stop-at-block-end"]
     config = sampler_config_from_args(parse(argv))
     got = {name: getattr(config, name) for _, name in SAMPLER_FLAGS.values()}
     assert got == dict(policy="entropy", threshold=1.0, entropy_bound=0.3, steps_per_block=4, order="random",
                        block_length=0, cache="prefix", refresh_every=2, max_new_tokens=9, temperature=0.7, top_p=0.9,
                        top_k=5, seed=3, stop=("x",), stop_token_ids=(2, 7), infill_length=4, token_healing=False,
-                       frequency_penalty=0.5, presence_penalty=-1.0, stop_at_block_end=True)
+                       suffix_healing=False, frequency_penalty=0.5, presence_penalty=-1.0, stop_at_block_end=True)
     assert sampler_config_from_args(parse(["--stop-token-ids", "none"]), {"eos_token_id": 3}).stop_token_ids == ()
 
 

@@ -3,32 +3,14 @@ re-choose the merge; the answer's text never repeats what the prompt already end
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import decoders
 
 from unmask.data.special_tokens import SPECIAL_TOKENS
 from unmask.sampling import Request, SamplerConfig, generate, stream
 from unmask.sampling.cli_args import add_sampler_arguments, sampler_config_from_args
 from unmask.sampling.healing import TokenHealer
 
-from sampling_helpers import byte_tokenizer, one_thread, random_lm
-
-MERGES = [(")", ":"), ("):", "Ċ"), ("Ġ", "Ġ"), ("ĠĠ", "ĠĠ")]
-
-
-def merged_tokenizer() -> Tokenizer:
-    """Byte-level BPE like the project's: "):" and "):\\n" are single tokens, as is four-space indentation."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for ch in alphabet:
-        vocab[ch] = len(vocab)
-    for a, b in MERGES:
-        vocab[a + b] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=MERGES))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(SPECIAL_TOKENS)
-    return tok
-
+from sampling_helpers import byte_tokenizer, merged_tokenizer, one_thread, random_lm
 
 TOK = merged_tokenizer()
 VOCAB = TOK.get_vocab_size()

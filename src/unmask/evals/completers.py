@@ -146,10 +146,14 @@ class UnmaskCompleter:
         window before the cursor); an infill keeps the last tokens of its prefix and the first of its suffix
         (each at least half of the room when it needs it) so that at least INFILL_MIN_BUDGET new tokens fit.
         The program scored is still the whole prompt + completion (+ suffix): only the model's view is cut."""
+        from ..sampling.infill import healed_suffix
+
         cfg = self.lm.model.config
         encode = self.lm.tokenizer.encode
         prompt = encode(request.prompt, add_special_tokens=False).ids
-        suffix = None if request.suffix is None else encode(request.suffix, add_special_tokens=False).ids
+        # The suffix the model sees: with suffix healing, without the newline that the middle gets (infill.py).
+        seen = None if request.suffix is None else healed_suffix(request.suffix, self.config)[0]
+        suffix = None if seen is None else encode(seen, add_special_tokens=False).ids
         fim_markers = 3 if suffix is not None and cfg.attention == "causal" else 0
         extra = (1 if cfg.bos_token_id is not None else 0) + fim_markers
         budget = self.config.max_new_tokens if suffix is None else min(self.config.max_new_tokens,

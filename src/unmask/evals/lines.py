@@ -20,7 +20,9 @@ With `gap_newline` (`--gap-newline`) the two infill modes hide the line's newlin
 the next line; their modes are named infill+nl and infill-line+nl). A BPE tokenizer merges a line's last
 characters with its newline (`,\n` and `):\n` are single tokens), so a suffix that starts with the newline
 forces a split that tokenized training text never has; with the newline in the gap, the model can write the
-line as it learnt it.
+line as it learnt it. The sampler does the same by itself for the standard layout (suffix healing, on by
+default: sampling/infill.py), so both layouts now measure the line without the split; `--no-suffix-healing`
+measures the split again.
 """
 
 from __future__ import annotations

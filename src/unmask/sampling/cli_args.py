@@ -45,6 +45,7 @@ SAMPLER_FLAGS = {
     "stop_token_ids": ("--stop-token-ids", "stop_token_ids"),
     "infill_length": ("--infill-length", "infill_length"),
     "token_healing": ("--no-token-healing", "token_healing"),
+    "suffix_healing": ("--no-suffix-healing", "suffix_healing"),
     "frequency_penalty": ("--frequency-penalty", "frequency_penalty"),
     "presence_penalty": ("--presence-penalty", "presence_penalty"),
     "stop_at_block_end": ("--stop-at-block-end", "stop_at_block_end"),
@@ -88,6 +89,9 @@ def add_sampler_arguments(group, *, exclude: Iterable[str] = ()) -> None:
         "token_healing": dict(action="store_const", const=False,
                               help="keep the prompt's last token as tokenized (default: the answer's first token may "
                                    "re-merge it, e.g. '):' + newline, as in training text)"),
+        "suffix_healing": dict(action="store_const", const=False,
+                               help="infill: keep a suffix's leading newline in the suffix (default: the middle gets "
+                                    "it, so its last token may merge it, e.g. '):' + newline, as in training text)"),
         "frequency_penalty": dict(type=float, metavar="F",
                                   help="lower each token's logit by F times its count in the answer so far, in "
                                        "[-2, 2] (OpenAI's; default 0)"),

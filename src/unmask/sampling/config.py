@@ -5,7 +5,7 @@ explicit arguments or CLI flags override them. Settings come in two kinds:
 
 - per request (each row of a batch may differ): policy, threshold, entropy_bound, steps_per_block, order,
   temperature, top_p, top_k, seed, max_new_tokens, stop, stop_token_ids, infill_length, infill_candidates,
-  token_healing, frequency_penalty, presence_penalty, stop_at_block_end;
+  token_healing, suffix_healing, frequency_penalty, presence_penalty, stop_at_block_end;
 - per batch (`BATCH_FIELDS`: rows that differ here run in separate batches): block_length, cache,
   refresh_every, because they fix the layout of the canvas and when the model is called.
 
@@ -69,6 +69,10 @@ class SamplerConfig:
     # Completions of text prompts: re-choose the prompt's last token with the answer's first (healing.py), so a
     # prompt that ends inside a merged token ("):" of "):\n") does not put the model off its training data.
     token_healing: bool = True
+    # Infilling from text: a suffix that starts with a newline gives that newline to the middle (the model sees the
+    # suffix from the next line on; one trailing newline comes off the middle's text), so the middle's last token
+    # may merge the line's end with its newline ("):" + newline is one token) as in training text (infill.py).
+    suffix_healing: bool = True
     # OpenAI's penalties, on the tokens of the answer so far (for a diffusion row: those already revealed):
     # a token's logit drops by frequency_penalty x its count + presence_penalty if it occurs at all.
     frequency_penalty: float = 0.0
@@ -111,7 +115,7 @@ class SamplerConfig:
                 _integer(getattr(self, name), name, low=1)
         if self.block_length is not None:
             _integer(self.block_length, "block_length", low=0)
-        for name in ("token_healing", "stop_at_block_end"):
+        for name in ("token_healing", "suffix_healing", "stop_at_block_end"):
             if not isinstance(getattr(self, name), bool):
                 raise UnmaskError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not self.infill_candidates:

@@ -33,7 +33,7 @@ class Request:
     suffix: str | None = None  # set: fill the middle between prompt and suffix
     config: SamplerConfig | None = None  # None: the config given to generate()
     prompt_ids: list[int] | None = None  # token ids instead of text (then no tokenizer is needed)
-    suffix_ids: list[int] | None = None
+    suffix_ids: list[int] | None = None  # with `suffix` too: the tokens of infill.healed_suffix(suffix, config)
     # False: the prompt carries its own special tokens (a chat template's, as transformers' apply_chat_template
     # leaves them to the template), so the model's beginning-of-text token is not prepended.
     add_bos: bool = True

@@ -47,11 +47,14 @@ class Row:
     candidate: bool = False  # one of several candidates of one request (no streaming events)
     healing: Healing | None = None  # the prompt's last token, re-chosen by the answer's first (healing.py)
     block: BlockScope | None = None  # the Python block the answer ends with (config.stop_at_block_end)
+    newline_moved: bool = False  # the suffix's leading newline went to the middle (infill.healed_suffix)
 
     def text(self, decode, ids: list[int]) -> str:
-        """The answer's text for its tokens (without the healed prefix, which ends the prompt)."""
+        """The answer's text for its tokens (without the healed prefix, which ends the prompt, and without the
+        newline that a healed suffix gave to the middle)."""
         text = decode(ids)
-        return self.healing.strip(text) if self.healing else text
+        text = self.healing.strip(text) if self.healing else text
+        return text[:-1] if self.newline_moved and text.endswith("\n") else text
 
 
 @dataclass
@@ -107,8 +110,10 @@ def plan_rows(model: torch.nn.Module, codec: Codec, request_id: Hashable, reques
     cfg = model.config
     prompt_ids = list(request.prompt_ids) if request.prompt_ids is not None else codec.encode(request.prompt or "")
     has_suffix = request.suffix is not None or request.suffix_ids is not None
+    # With a text suffix, suffix_ids (when given) are the tokens of the healed suffix the model sees.
+    suffix, moved = infill.healed_suffix(request.suffix, config) if request.suffix is not None else (None, False)
     suffix_ids = (list(request.suffix_ids) if request.suffix_ids is not None
-                  else codec.encode(request.suffix) if request.suffix is not None else [])
+                  else codec.encode(suffix) if suffix is not None else [])
     if not prompt_ids and not has_suffix:
         raise UnmaskError("the prompt is empty")
     healing = None
@@ -146,9 +151,10 @@ def plan_rows(model: torch.nn.Module, codec: Codec, request_id: Hashable, reques
             text = request.prompt if request.prompt is not None else codec.decode(list(request.prompt_ids))
             block = BlockScope.of_prompt(text)
         return [Row(request_id, config, prompt_ids, budget, kind="fim" if has_suffix else "complete",
-                    healing=healing, block=block)]
+                    healing=healing, block=block, newline_moved=moved)]
     lengths = infill.candidate_lengths(config, budget)
-    return [Row(request_id, config, prompt_ids, m, suffix_ids, "middle", candidate=len(lengths) > 1) for m in lengths]
+    return [Row(request_id, config, prompt_ids, m, suffix_ids, "middle", candidate=len(lengths) > 1,
+                newline_moved=moved) for m in lengths]
 
 
 def make_decoder(model: torch.nn.Module, codec: Codec, rows: list[Row]):
