@@ -34,7 +34,7 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_sampler_arguments(p.add_argument_group("teacher's sampler (defaults: its generation_config.json)"),
                           exclude=("seed", "max_new_tokens", "stop", "stop_token_ids", "infill_length",
-                                   "token_healing", "stop_at_block_end"))
+                                   "token_healing", "suffix_healing", "stop_at_block_end"))
     p.set_defaults(func=run)
     return p
 
