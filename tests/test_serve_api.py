@@ -104,6 +104,11 @@ def test_fim_routes_return_the_middle_alone(client):
     assert set(middle) <= set("abcdefgh")  # the motif task's letters, never a re-decoded prefix or suffix
     ar = client.completions.create(model="ar", prompt=prefix, suffix=suffix, max_tokens=5)
     assert ar.usage.prompt_tokens == len(prefix) + len(suffix) + 3  # the three FIM tokens
+    # Suffix healing (sampling/infill.py): a suffix's leading newline goes to the middle, so the model sees (and
+    # the usage counts) the suffix from the next line on, for both kinds of model.
+    for model, extra in (("diffusion", 0), ("ar", 3)):
+        healed = client.completions.create(model=model, prompt=prefix, suffix="\n" + suffix, max_tokens=5)
+        assert healed.usage.prompt_tokens == len(prefix) + len(suffix) + extra
 
 
 def test_n_choices_seeds_and_stop(client):
