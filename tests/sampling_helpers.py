@@ -21,13 +21,16 @@ PERIOD = 4
 LETTERS = "abcdefgh"
 
 
-def byte_tokenizer() -> Tokenizer:
-    """Byte-level tokenizer: the six special tokens at ids 0-5, then one token per byte (no merges)."""
+def byte_tokenizer(merges: list[tuple[str, str]] = ()) -> Tokenizer:
+    """Byte-level tokenizer: the six special tokens at ids 0-5, then one token per byte, then one per merge
+    (none by default)."""
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in alphabet:
         vocab[ch] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=list(merges)))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIAL_TOKENS)
@@ -39,17 +42,7 @@ MERGES = [(")", ":"), ("):", "Ċ"), ("Ġ", "Ġ"), ("ĠĠ", "ĠĠ")]
 
 def merged_tokenizer() -> Tokenizer:
     """Byte-level BPE like the project's: "):" and "):\\n" are single tokens, as is four-space indentation."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for ch in alphabet:
-        vocab[ch] = len(vocab)
-    for a, b in MERGES:
-        vocab[a + b] = len(vocab)
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=MERGES))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(SPECIAL_TOKENS)
-    return tok
+    return byte_tokenizer(MERGES)
 
 
 def letter_ids(tok: Tokenizer) -> list[int]:

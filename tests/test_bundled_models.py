@@ -71,7 +71,8 @@ def test_readme_command_runs_and_is_deterministic(name, capsys):
 
 
 # A prompt whose greedy answer goes on past the function (the twin's to the README prompt never leaves it).
-@pytest.mark.parametrize("name,prompt", [("default", "def fibonacci(n):"), ("default-ar", "def add(a, b):\n    return")])
+@pytest.mark.parametrize("name,prompt", [("default", "def fibonacci(n):"),
+                                         ("default-ar", "def add(a, b):\n    return")])
 def test_the_block_end_cuts_the_same_answer_short_and_streams_it_whole(name, prompt):
     from unmask.sampling import Request, SamplerConfig, generate, stream
 

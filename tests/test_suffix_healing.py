@@ -15,7 +15,6 @@ from sampling_helpers import merged_tokenizer, one_thread, random_lm
 
 TOK = merged_tokenizer()
 VOCAB = TOK.get_vocab_size()
-NEWLINE_ENDS = {TOK.token_to_id("Ċ"), TOK.token_to_id("):Ċ")}
 
 
 @pytest.fixture(autouse=True, scope="module")
