@@ -111,6 +111,37 @@ def test_logits_slice_and_hidden():
         assert model(x, return_hidden=True).shape == (2, 8, 32)
 
 
+@pytest.mark.parametrize("mode", ["bidirectional", "causal", "block_causal"])
+@pytest.mark.parametrize("part", [slice(-3, None), slice(2, 7), slice(0, 1)])
+def test_logits_slice_trims_the_last_layer_without_changing_anything(mode, part):
+    """The last layer computes outputs only for the sliced positions: the logits, the gradients and the keys
+    and values a pass writes into a cache are those of the full pass (padding, custom positions, GQA)."""
+    model = tiny_model(attention=mode, block_size=4 if mode == "block_causal" else None, qk_norm=True)
+    x = torch.randint(2, 60, (2, 9), generator=torch.Generator().manual_seed(3))
+    valid = torch.ones(2, 9, dtype=torch.bool)
+    valid[1, :2] = False  # left padding
+    pos = (torch.arange(9)[None] - torch.tensor([[0], [2]])).clamp(min=0)
+    full = model(x, position_ids=pos, attention_mask=valid)
+    full[:, part].sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    sliced = model(x, position_ids=pos, attention_mask=valid, logits_slice=part)
+    torch.testing.assert_close(sliced, full[:, part], rtol=1e-5, atol=1e-5)
+    sliced.sum().backward()
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        caches = [KVCache.for_model(model, 2, 12) for _ in range(2)]
+        model(x, position_ids=pos, attention_mask=valid, cache=caches[0])
+        model(x, position_ids=pos, attention_mask=valid, cache=caches[1], logits_slice=part)
+        for a, b in zip(caches[0].keys + caches[0].values, caches[1].keys + caches[1].values):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        # A later pass against the cache (a decode step) sees the same keys.
+        step = torch.randint(2, 60, (2, 2))
+        outs = [model(step, position_ids=pos[:, -1:] + torch.arange(1, 3), cache=c, cache_start=9) for c in caches]
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_forward_on_cpu_in_dtype(dtype):
     model = tiny_model(attention="block_causal", block_size=4, qk_norm=True, attention_bias=True,

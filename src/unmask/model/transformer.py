@@ -100,22 +100,29 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x, cos, sin, mask, is_causal, cache: KVCache | None, layer: int, cache_start: int):
+    def forward(self, x, cos, sin, mask, is_causal, cache: KVCache | None, layer: int, cache_start: int,
+                queries: slice | None = None):
+        """queries: compute the output only for these positions (keys and values still cover all of x)."""
         B, L, _ = x.shape
-        q = self.q_proj(x).view(B, L, self.num_heads, self.head_dim)
+        xq = x if queries is None else x[:, queries]
+        Lq = xq.shape[1]
+        q = self.q_proj(xq).view(B, Lq, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(B, L, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).view(B, L, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, L, D_h]
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        cos_q, sin_q = (cos, sin) if queries is None else (cos[:, :, queries], sin[:, :, queries])
+        q, k = apply_rotary(q, cos_q, sin_q), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.write(layer, cache_start, k, v)  # [B, H_kv, K, D_h]
         if self.num_kv_heads != self.num_heads:
             repeat = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        if queries is not None and mask is not None:
+            mask = mask[:, :, queries]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
-        return self.o_proj(out.transpose(1, 2).reshape(B, L, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(B, Lq, -1))
 
 
 class MLP(nn.Module):
@@ -138,8 +145,10 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, mask, is_causal, cache, layer, cache_start):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache, layer, cache_start)
+    def forward(self, x, cos, sin, mask, is_causal, cache, layer, cache_start, queries: slice | None = None):
+        """queries: return only these positions (the last layer, when only some logits are wanted)."""
+        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, is_causal, cache, layer, cache_start, queries)
+        x = (x if queries is None else x[:, queries]) + h
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -190,7 +199,7 @@ class Transformer(nn.Module):
             and attend over all written slots (see kv_cache.py).
         attn_mask [B or 1, L, K] bool: an explicit "may attend" mask that replaces the attention mode's
             rule (block-diffusion training uses it for its noisy/clean layout). Key padding still applies.
-        logits_slice: only compute the LM head for these positions (the head is costly for small models).
+        logits_slice: only compute the LM head (and the last layer's outputs) for these positions.
         return_hidden: return the final normed hidden states [B, L', D] instead of logits.
         """
         B, L = input_ids.shape
@@ -214,9 +223,15 @@ class Transformer(nn.Module):
         cos, sin = rotary_cos_sin(position_ids, self.config.resolved_head_dim, self.config.rope_theta,
                                   self.config.rope_scaling)
         x = self.model.embed_tokens(input_ids)
+        # With logits_slice, the last layer computes its attention output and MLP only for those positions
+        # (its keys and values still cover every position): the same result, and on a CPU a cheaper pass for a
+        # diffusion decoder, which feeds the whole canvas for one block's logits. The fused causal kernel
+        # (is_causal) aligns queries with keys from the first position on, so it keeps every query.
+        last = len(self.model.layers) - 1
+        trim = logits_slice if logits_slice is not None and not is_causal and last >= 0 else None
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, mask, is_causal, cache, i, cache_start)
-        if logits_slice is not None:
+            x = layer(x, cos, sin, mask, is_causal, cache, i, cache_start, trim if i == last else None)
+        if logits_slice is not None and trim is None:
             x = x[:, logits_slice]
         x = self.model.norm(x)
         return x if return_hidden else self.lm_head(x)
