@@ -129,7 +129,8 @@ def run_decode(args: argparse.Namespace, device: torch.device) -> int:
     title = (f"unmask bench: {model_name} vs vanilla" + (f" vs {ar_name}" if ar is not None else "") +
              f", {len(prompts)} prompts ({args.prompts}), {args.max_new_tokens} new tokens, greedy")
     where = (f"{hardware['gpu']['name']}" if hardware["gpu"] else
-             f"{hardware['cpu_model']}, {hardware['cpu_cores']} cores, {hardware['torch_threads']} torch threads")
+             f"{hardware['cpu_model']}, {hardware['cpu_cores']} cores, {hardware['torch_threads']} torch threads"
+             + (f", OMP_WAIT_POLICY={hardware['omp_wait_policy']}" if hardware.get("omp_wait_policy") else ""))
     markdown = "\n\n".join([f"## {title}", f"Device: {where}; median of {args.repeats} runs after {args.warmup} "
                             f"warm-up; peak memory: {peak.kind}.", decode_table(rows)])
     print(markdown)

@@ -97,7 +97,8 @@ def run_shape(args: argparse.Namespace, device: torch.device) -> int:
                   "(the --tokens-per-forward file), at that model's stated exact match vs one token per step"],
     }
     where = (hardware["gpu"]["name"] if hardware["gpu"] else
-             f"{hardware['cpu_model']}, {hardware['cpu_cores']} cores, {hardware['torch_threads']} torch threads")
+             f"{hardware['cpu_model']}, {hardware['cpu_cores']} cores, {hardware['torch_threads']} torch threads"
+             + (f", OMP_WAIT_POLICY={hardware['omp_wait_policy']}" if hardware.get("omp_wait_policy") else ""))
     parts = [f"## unmask bench --shape {label}, random weights, {data['dtype']}, context {args.context}, "
              f"block {args.block}",
              f"Device: {where}. Weights read per pass {read_bytes / 2**20:,.1f} MiB; measured copy bandwidth "
