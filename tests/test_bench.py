@@ -103,6 +103,26 @@ def test_one_token_per_step_threshold_matches_vanilla_exactly(models, tmp_path, 
     assert bench_cases.exact_match([[1, 2], [3]], [[1, 2], [4]]) == 0.5
 
 
+def test_timed_passes_run_in_rounds_alternating_the_order(models, tmp_path, capsys, monkeypatch):
+    """Each round times one pass of every case, the next round in reverse order, so that a machine whose speed
+    drifts during the run favours no case; the medians come from each case's own passes."""
+    from unmask.bench import decode_run
+    order = []
+    real = decode_run.timed_pass
+
+    def recording(model, tokenizer, case, *args):
+        order.append(case.name)
+        return real(model, tokenizer, case, *args)
+
+    monkeypatch.setattr(decode_run, "timed_pass", recording)
+    code, _, _ = bench(capsys, *decode_args(models, tmp_path, "--batch-sizes", "1", "--repeats", 3, "--warmup", 0,
+                                            "--ar-model", "none"))
+    data = json.loads((tmp_path / "bench.json").read_text())
+    names = [r["case"] for r in data["rows"]]
+    assert code == 0 and order == names + names[::-1] + names
+    assert all(len(r["wall_s_repeats"]) == 3 and r["same_outputs_across_repeats"] for r in data["rows"])
+
+
 def test_block_diffusion_model_gets_the_exact_block_cache(models, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)  # runs without a progress bar when tqdm is missing
     code, _, _ = bench(capsys, "--model", models / "block", "--prompts", models / "prompts.jsonl", "--limit", 2,

@@ -6,8 +6,8 @@ Cases, all greedy, on the same prompt ids and the same new-token budget:
   applies (bidirectional: none/prefix/dual; block_causal: the exact block cache);
 - `ar`: the autoregressive twin with its key/value cache.
 
-A run of a case decodes every prompt in consecutive batches of `batch_size` requests through the public
-`stream()` API (the path a server takes). Forward passes are counted by a hook on the model (every call,
+A pass of a case decodes every prompt in consecutive batches of `batch_size` requests through the public
+`stream()` API (the path a server takes); decode_run.py interleaves the cases' timed passes. Forward passes are counted by a hook on the model (every call,
 whatever the decoder), tokens from the results; the first final token of a request is its first
 streamed text.
 """
@@ -113,28 +113,36 @@ def decode_group(model, tokenizer, group: list[list[int]], config: SamplerConfig
         into.outputs.append(list(result.token_ids))
 
 
-def run_case(model, tokenizer, case: Case, prompt_ids: list[list[int]], batch_size: int, device: torch.device,
-             *, warmup: int, repeats: int, peak: PeakMemory) -> tuple[dict, list[list[int]]]:
-    """Measure one case at one batch size: (the row of figures, the first repeat's outputs)."""
-    groups = batches(prompt_ids, batch_size)
+def warm_up(model, tokenizer, case: Case, prompt_ids: list[list[int]], batch_size: int, device: torch.device,
+            runs: int) -> None:
+    """Untimed runs of the case's first batch (kernels, allocator and caches settle)."""
     counter = CallCounter(model)
     try:
-        for _ in range(warmup):
-            decode_group(model, tokenizer, groups[0], case.config, device, counter, Pass())
-        peak.reset()
-        passes = []
-        for _ in range(repeats):
-            p = Pass()
-            for group in groups:
-                decode_group(model, tokenizer, group, case.config, device, counter, p)
-            passes.append(p)
-        peak_bytes = peak.read()
+        for _ in range(runs):
+            decode_group(model, tokenizer, batches(prompt_ids, batch_size)[0], case.config, device, counter, Pass())
     finally:
         counter.close()
+
+
+def timed_pass(model, tokenizer, case: Case, prompt_ids: list[list[int]], batch_size: int,
+               device: torch.device) -> Pass:
+    """One timed run of the case over every prompt, in consecutive batches of batch_size."""
+    counter = CallCounter(model)
+    try:
+        p = Pass()
+        for group in batches(prompt_ids, batch_size):
+            decode_group(model, tokenizer, group, case.config, device, counter, p)
+        return p
+    finally:
+        counter.close()
+
+
+def summarize(case: Case, batch_size: int, passes: list[Pass], peak_bytes: int) -> dict:
+    """The row of figures for a case's timed passes (medians; counts from the first pass)."""
     walls = [p.wall_s for p in passes]
     ref = passes[0]
     wall = median(walls)
-    row = {
+    return {
         "case": case.name, "kind": case.kind, "model": case.model, "batch_size": batch_size,
         "requests": len(ref.outputs), "tokens": ref.tokens, "forward_passes": ref.model_calls,
         "request_forward_passes": ref.request_forwards,
@@ -147,7 +155,6 @@ def run_case(model, tokenizer, case: Case, prompt_ids: list[list[int]], batch_si
         "peak_memory_bytes": peak_bytes,
         "same_outputs_across_repeats": all(p.outputs == ref.outputs for p in passes),
     }
-    return row, ref.outputs
 
 
 def exact_match(outputs: list[list[int]], reference: list[list[int]]) -> float:

@@ -43,7 +43,8 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="auto: bfloat16 on a GPU; on a CPU the stored dtype (shape mode: float32)")
     p.add_argument("--repeats", type=int, default=3, metavar="N",
-                   help="timed runs per case; the median is reported (default 3)")
+                   help="timed runs per case; the median is reported. Decode mode runs them in rounds, one "
+                        "run of every case per round, so a drifting machine biases no case (default 3)")
     p.add_argument("--warmup", type=int, default=1, metavar="N",
                    help="untimed runs before timing (default 1; shape mode makes at least one, to size its runs)")
     p.add_argument("--threshold", type=float, default=None, metavar="P",

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import UnmaskError
 from ..model import load_model
-from .cases import build_cases, exact_match, run_case
+from .cases import build_cases, exact_match, summarize, timed_pass, warm_up
 from .cli import parse_batch_sizes
 from .hardware import PeakMemory, device_info, software_info
 from .prompts import encode_prompts, load_prompts
@@ -30,7 +30,8 @@ NOTES = [
     "exact_match_vs_vanilla: fraction of requests whose tokens equal the vanilla (one token per step, no "
     "cache) decode at the same batch size; null for the autoregressive twin (a different model)",
     "speedup_vs_vanilla / speedup_vs_ar: this row's tokens_per_s over the vanilla / ar row's at the same batch",
-    "wall times: median of the repeats after the warm-up, synchronised with the device",
+    "wall times: median of the repeats after the warm-up, synchronised with the device; the repeats run in "
+    "rounds, one pass of every case per round in alternating order",
 ]
 
 
@@ -68,7 +69,42 @@ def _progress(total: int, disable: bool):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc="bench", unit="case", file=sys.stderr, disable=disable)
+    return tqdm(total=total, desc="bench", unit="pass", file=sys.stderr, disable=disable)
+
+
+def _measure_batch(cases, models, ids, batch: int, device: torch.device, args, peak: PeakMemory, bar) -> list[dict]:
+    """Every case at one batch size: warm-ups first, then the timed passes in rounds, one pass of each case
+    per round, alternating the order, so that a machine whose speed drifts (a shared VM) biases no case."""
+    def tick(text: str) -> None:
+        if bar is not None:
+            bar.set_postfix_str(text)
+            bar.update(1)
+
+    if args.warmup:
+        for case in cases:
+            m = models[case.model]
+            torch.manual_seed(args.seed)
+            warm_up(m.model, m.tokenizer, case, ids[case.model], batch, device, args.warmup)
+            tick(f"warm-up {case.name} batch {batch}")
+    passes = {case.name: [] for case in cases}
+    peaks = {case.name: 0 for case in cases}
+    for r in range(args.repeats):
+        for case in (cases if r % 2 == 0 else cases[::-1]):
+            m = models[case.model]
+            torch.manual_seed(args.seed)
+            peak.reset()
+            passes[case.name].append(timed_pass(m.model, m.tokenizer, case, ids[case.model], batch, device))
+            peaks[case.name] = max(peaks[case.name], peak.read())
+            tick(f"{case.name} batch {batch}, round {r + 1}")
+    reference = next(passes[c.name][0].outputs for c in cases if c.kind == "vanilla")
+    rows = []
+    for case in cases:
+        row = summarize(case, batch, passes[case.name], peaks[case.name])
+        outputs = passes[case.name][0].outputs
+        row["exact_match_vs_vanilla"] = exact_match(outputs, reference) if case.model == "diffusion" else None
+        row["config"] = case.config.to_dict()
+        rows.append(row)
+    return rows
 
 
 def run_decode(args: argparse.Namespace, device: torch.device) -> int:
@@ -93,24 +129,10 @@ def run_decode(args: argparse.Namespace, device: torch.device) -> int:
     models = {"diffusion": lm, "ar": ar}
     peak = PeakMemory(device)
     rows = []
-    bar = _progress(len(cases) * len(batch_sizes), args.no_progress)
+    bar = _progress(len(cases) * len(batch_sizes) * (args.repeats + (1 if args.warmup else 0)), args.no_progress)
     try:
         for batch in batch_sizes:
-            reference = None
-            for case in cases:
-                if bar is not None:
-                    bar.set_postfix_str(f"{case.name} batch {batch}")
-                m = models[case.model]
-                torch.manual_seed(args.seed)
-                row, outputs = run_case(m.model, m.tokenizer, case, ids[case.model], batch, device,
-                                        warmup=args.warmup, repeats=args.repeats, peak=peak)
-                if case.kind == "vanilla":
-                    reference = outputs
-                row["exact_match_vs_vanilla"] = exact_match(outputs, reference) if case.model == "diffusion" else None
-                row["config"] = case.config.to_dict()
-                rows.append(row)
-                if bar is not None:
-                    bar.update(1)
+            rows += _measure_batch(cases, models, ids, batch, device, args, peak, bar)
     finally:
         if bar is not None:
             bar.close()
