@@ -7,9 +7,9 @@ Cases, all greedy, on the same prompt ids and the same new-token budget:
 - `ar`: the autoregressive twin with its key/value cache.
 
 A pass of a case decodes every prompt in consecutive batches of `batch_size` requests through the public
-`stream()` API (the path a server takes); decode_run.py interleaves the cases' timed passes. Forward passes are counted by a hook on the model (every call,
-whatever the decoder), tokens from the results; the first final token of a request is its first
-streamed text.
+`stream()` API (the path a server takes); decode_run.py interleaves the cases' timed passes. Forward passes
+are counted by a hook on the model (every call, whatever the decoder), tokens from the results; the first
+final token of a request is its first streamed text.
 """
 
 from __future__ import annotations
@@ -116,10 +116,11 @@ def decode_group(model, tokenizer, group: list[list[int]], config: SamplerConfig
 def warm_up(model, tokenizer, case: Case, prompt_ids: list[list[int]], batch_size: int, device: torch.device,
             runs: int) -> None:
     """Untimed runs of the case's first batch (kernels, allocator and caches settle)."""
+    first = batches(prompt_ids, batch_size)[0]
     counter = CallCounter(model)
     try:
         for _ in range(runs):
-            decode_group(model, tokenizer, batches(prompt_ids, batch_size)[0], case.config, device, counter, Pass())
+            decode_group(model, tokenizer, first, case.config, device, counter, Pass())
     finally:
         counter.close()
 
