@@ -6,6 +6,7 @@ import pytest
 
 from unmask.cli import build_parser
 from unmask.errors import UnmaskError
+from unmask.sampling import SamplerConfig
 from unmask.sampling.cli_args import SAMPLER_FLAGS, add_sampler_arguments, sampler_config_from_args
 
 
@@ -90,3 +91,12 @@ def test_generate_and_eval_share_the_flags():
     ev = parser.parse_args(["eval", "humaneval", "--threshold", "0.7", "--seed", "4"])
     assert ev.sampler_flags and "seed" not in ev.sampler_flags and ev.seed == 4
     assert sampler_config_from_args(ev).threshold == 0.7
+
+
+@pytest.mark.parametrize("field,flag,bad", [("token_healing", "--no-token-healing", "yes"),
+                                            ("suffix_healing", "--no-suffix-healing", 1)])
+def test_healing_is_on_by_default_and_a_flag_turns_it_off(field, flag, bad):
+    assert getattr(sampler_config_from_args(parse([])), field) is True
+    assert getattr(sampler_config_from_args(parse([flag])), field) is False
+    with pytest.raises(Exception, match=field):
+        SamplerConfig(**{field: bad})

@@ -1,13 +1,10 @@
 """Suffix healing (sampling/infill.py): a text suffix that starts with a newline gives it to the middle, so the
 middle's last token may merge a line's end with its newline, and one trailing newline comes off the answer."""
 
-import argparse
-
 import pytest
 import torch
 
 from unmask.sampling import Request, SamplerConfig, generate, stream
-from unmask.sampling.cli_args import add_sampler_arguments, sampler_config_from_args
 from unmask.sampling.infill import fim_prompt, healed_suffix
 from unmask.sampling.runner import Codec, Row, plan_rows
 
@@ -85,12 +82,3 @@ def test_results_and_streams_drop_the_newline_the_middle_ends_with(attention, ne
         assert plain.text == TOK.decode(plain.token_ids)
     if newline_bias:
         assert ended_with_newline == 4
-
-
-def test_no_suffix_healing_flag():
-    parser = argparse.ArgumentParser()
-    add_sampler_arguments(parser)
-    assert sampler_config_from_args(parser.parse_args([])).suffix_healing is True
-    assert sampler_config_from_args(parser.parse_args(["--no-suffix-healing"])).suffix_healing is False
-    with pytest.raises(Exception, match="suffix_healing"):
-        SamplerConfig(suffix_healing=1)

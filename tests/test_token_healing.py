@@ -7,7 +7,6 @@ from tokenizers import decoders
 
 from unmask.data.special_tokens import SPECIAL_TOKENS
 from unmask.sampling import Request, SamplerConfig, generate, stream
-from unmask.sampling.cli_args import add_sampler_arguments, sampler_config_from_args
 from unmask.sampling.healing import TokenHealer
 
 from sampling_helpers import byte_tokenizer, merged_tokenizer, one_thread, random_lm
@@ -100,14 +99,3 @@ def test_infill_and_token_id_prompts_are_not_healed():
     assert by_ids.prompt_tokens == len(ids)
     middle = generate(model, TOK, [Request("def f(x):", suffix="\n    pass")], cfg)[0]
     assert middle.prompt_tokens == len(ids)
-
-
-def test_no_token_healing_flag():
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_sampler_arguments(parser)
-    assert sampler_config_from_args(parser.parse_args([])).token_healing is True
-    assert sampler_config_from_args(parser.parse_args(["--no-token-healing"])).token_healing is False
-    with pytest.raises(Exception, match="token_healing"):
-        SamplerConfig(token_healing="yes")
