@@ -169,6 +169,12 @@ def test_distillation_with_real_code_continues_the_students_data_and_resumes_exa
     assert (cut.status, cut.step) == ("stopped", 2)
     assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
     assert_same_weights(full.checkpoint, tmp_path / "cut" / "checkpoints" / "step-00000004")
+    # a second round, distilling the distilled model, reads on where the first round's MDLM term stopped
+    sets_again = [s for s in sets if not s.startswith(("init_from=", "optim.max_steps="))]
+    again = train(load_config(TINY, sets_again + [f"init_from={tmp_path / 'full' / 'model'}",
+                                                  f"out_dir={tmp_path / 'again'}", "optim.max_steps=2"]))
+    again_state = json.loads((again.checkpoint / "trainer_state.json").read_text())
+    assert again_state["mdlm_loader"]["step"] == state["mdlm_loader"]["step"] + 2
     # a model that never read those shards has no place to continue from
     with pytest.raises(ConfigError, match="did not record reading"):
         train(load_config(TINY, sets + [f"out_dir={tmp_path / 'other'}", f"distill.mdlm_shards={teacher_shards}"]))

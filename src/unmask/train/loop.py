@@ -371,7 +371,9 @@ def _anchor_loader(config: TrainConfig, init_state: dict | None, vocab_size: int
     """The real-code windows of a distillation run's MDLM term (distill.mdlm_shards), or None.
 
     With distill.mdlm_continue_data they start where init_from's run stopped reading the same shards, so the
-    student trains on windows it has not seen; the loader is seeded like that run's (config.seed)."""
+    student trains on windows it has not seen; the loader is seeded like that run's (config.seed). When init_from
+    is itself a distillation run whose MDLM term read them, they go on from that term's loader (a second round of
+    distillation reads the corpus where the first stopped)."""
     d = config.distill
     if config.objective != "distill" or not d.mdlm_shards:
         return None
@@ -382,16 +384,25 @@ def _anchor_loader(config: TrainConfig, init_state: dict | None, vocab_size: int
     loader = WindowLoader(shards, d.mdlm_window_len, config.data.batch_size, rank=info.rank,
                           world_size=info.world_size, seed=config.seed)
     if d.mdlm_continue_data and init_state is not None:
-        read = (init_state.get("config") or {}).get("data", {}).get("shards")
-        if not read or not init_state.get("loader") or Path(read).resolve() != Path(d.mdlm_shards).resolve():
+        recorded = init_state.get("config") or {}
+        if init_state.get("mdlm_loader") and _same_folder((recorded.get("distill") or {}).get("mdlm_shards"),
+                                                          d.mdlm_shards):
+            position = init_state["mdlm_loader"]
+        elif init_state.get("loader") and _same_folder((recorded.get("data") or {}).get("shards"), d.mdlm_shards):
+            position = init_state["loader"]
+        else:
             raise ConfigError(f"distill.mdlm_continue_data: init_from {config.init_from} did not record reading "
                               f"{d.mdlm_shards}; set distill.mdlm_continue_data = false to start at its beginning")
         try:
-            loader.load_state_dict(init_state["loader"])
+            loader.load_state_dict(position)
         except UnmaskError as e:
             raise ConfigError(f"distill.mdlm_continue_data: {e}; match init_from's data.window_len, batch and seed, "
                               f"or set distill.mdlm_continue_data = false") from None
     return loader
+
+
+def _same_folder(recorded: str | None, path: str) -> bool:
+    return bool(recorded) and Path(recorded).resolve() == Path(path).resolve()
 
 
 def _gradient_sync(wrapped, last_micro: bool, sharded: bool):
