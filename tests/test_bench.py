@@ -59,8 +59,8 @@ def test_decode_mode_fields_and_ratios_from_the_rows(models, tmp_path, capsys):
     assert {"cpu_model", "cpu_cores", "torch_threads", "gpu", "device"} <= set(data["hardware"])
     assert {"python", "torch", "unmask"} <= set(data["software"])
     assert data["settings"]["batch_sizes"] == [1, 2] and data["settings"]["max_new_tokens"] == 8
-    names = ["vanilla", "threshold/none", "threshold/prefix", "threshold/dual", "entropy/none", "entropy/prefix",
-             "entropy/dual", "ar/kv"]
+    names = ["vanilla", "threshold/none", "threshold/prefix", "threshold/dual", "threshold/dual-lazy", "entropy/none",
+             "entropy/prefix", "entropy/dual", "entropy/dual-lazy", "ar/kv"]
     assert [r["case"] for r in data["rows"]] == names * 2
     for name in names:
         assert f"| {name} |" in stdout
@@ -154,7 +154,8 @@ def test_shape_mode_floor_and_derived_tokens_per_s(models, tmp_path, capsys):
         assert math.isclose(r["forward_passes_per_s"], 1 / r["seconds"])
         assert math.isclose(r["x_floor"], r["seconds"] / data["floor_seconds"])
     assert {d["case"] for d in data["derived"]} == {"vanilla", "threshold/none", "entropy/none", "threshold/dual",
-                                                    "entropy/dual", "ar/kv"}
+                                                    "entropy/dual", "threshold/dual-lazy", "entropy/dual-lazy",
+                                                    "ar/kv"}
     fps = {(r["step"], r["batch_size"]): r["forward_passes_per_s"] for r in data["rows"]}
     for d in data["derived"]:
         assert math.isclose(d["tokens_per_s"], fps[(d["step"], d["batch_size"])] * d["tokens_per_forward"])

@@ -77,8 +77,47 @@ def test_exact_block_cache_equals_recomputation(shift):
     assert lockstep(decoder(model, "none", **kw), decoder(model, "block", **kw)) >= 8
 
 
+def fed_lengths(model, dec) -> list[int]:
+    """Columns fed to the model by each forward call while `dec` runs to its end."""
+    lengths = []
+    hook = model.register_forward_hook(lambda m, args, kwargs, out: lengths.append(args[0].shape[1]),
+                                       with_kwargs=True)
+    try:
+        run_to_end(dec)
+    finally:
+        hook.remove()
+    return lengths
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_lazy_dual_cache_feeds_the_whole_canvas_once_then_the_block_before_with_each_block(shift):
+    model = random_lm(shift_logits=shift)
+    kw = dict(policy="steps", steps_per_block=2)
+    lazy, dual = decoder(model, "dual-lazy", prompts=PROMPTS[:1], answers=(12,), **kw), \
+        decoder(model, "dual", prompts=PROMPTS[:1], answers=(12,), **kw)
+    W, k = lazy.canvas.width, int(shift)
+    # three 4-column blocks, two steps each: the first block starts with the whole canvas (as dual's every block
+    # does), a later one with the block before it and itself, its second step with itself
+    assert fed_lengths(model, lazy) == [W, 4 + k, 8 + k, 4 + k, 8 + k, 4 + k]
+    assert fed_lengths(model, dual) == [W, 4 + k, W, 4 + k, W, 4 + k]
+
+
+def test_lazy_dual_cache_equals_dual_on_the_first_block_and_with_one_block():
+    model = random_lm(shift_logits=True)
+    kw = dict(policy="threshold", threshold=0.1)
+    one_block = [run_to_end(decoder(model, cache, answers=(9, 14, 6), block_length=16, **kw)) for cache in
+                 ("dual", "dual-lazy")]
+    assert one_block[0] == one_block[1]
+    lazy, dual = decoder(model, "dual-lazy", **kw), decoder(model, "dual", **kw)
+    while dual.block_index == 0 and not dual.finished:
+        s, e = dual.blocks[0]
+        torch.testing.assert_close(lazy.block_logits(s, e), dual.block_logits(s, e))
+        lazy.step(), dual.step()
+        assert lazy.poll() == dual.poll()
+
+
 @pytest.mark.parametrize("attention, cache", [
-    ("bidirectional", "none"), ("bidirectional", "dual"), ("bidirectional", "prefix"),
+    ("bidirectional", "none"), ("bidirectional", "dual"), ("bidirectional", "prefix"), ("bidirectional", "dual-lazy"),
     ("block_causal", "block"), ("causal", "kv"),
 ])
 def test_greedy_output_does_not_depend_on_the_batch(attention, cache):
@@ -250,7 +289,8 @@ def run_to_end(dec, merge_after: int | None = None, newcomer=None):
 
 
 @pytest.mark.parametrize("attention, cache", [
-    ("bidirectional", "none"), ("bidirectional", "dual"), ("bidirectional", "prefix"), ("block_causal", "block"),
+    ("bidirectional", "none"), ("bidirectional", "dual"), ("bidirectional", "prefix"), ("bidirectional", "dual-lazy"),
+    ("block_causal", "block"),
 ])
 def test_rows_admitted_at_a_block_boundary_decode_as_alone(attention, cache):
     model = random_lm(attention=attention, block_size=4 if attention == "block_causal" else None, shift_logits=True)
@@ -290,3 +330,17 @@ def test_on_cuda_outputs_are_batch_invariant_and_seeded(attention, cache):
     together = generate(model, None, requests)
     alone = [generate(model, None, [r])[0] for r in requests]
     assert [r.token_ids for r in together] == [r.token_ids for r in alone]
+
+
+@pytest.mark.parametrize("newcomer_prompt", [[80, 81], list(range(80, 100))])
+def test_lazy_dual_cache_keeps_a_running_batchs_keys_when_rows_join(newcomer_prompt):
+    """The running rows keep their (stale by design) keys, moved with their columns, whichever batch is padded;
+    only the newcomers get the whole canvas, so every row decodes as alone."""
+    model = random_lm(shift_logits=True)
+    kw = dict(policy="steps", steps_per_block=2)
+    running = decoder(model, "dual-lazy", prompts=[PROMPTS[1], PROMPTS[0]], answers=(16, 12), **kw)
+    newcomer = decoder(model, "dual-lazy", prompts=[newcomer_prompt], answers=(8,), **kw)
+    merged = run_to_end(running, merge_after=4, newcomer=newcomer)
+    alone = [run_to_end(decoder(model, "dual-lazy", prompts=[p], answers=(m,), **kw))[0]
+             for p, m in ((PROMPTS[1], 16), (PROMPTS[0], 12), (newcomer_prompt, 8))]
+    assert merged == alone

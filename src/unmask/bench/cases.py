@@ -3,7 +3,7 @@
 Cases, all greedy, on the same prompt ids and the same new-token budget:
 - `vanilla`: the diffusion model, one token per step, no cache (the LLaDA reference);
 - fast cases: each fast policy (threshold, entropy at the model's default settings) with each cache that
-  applies (bidirectional: none/prefix/dual; block_causal: the exact block cache);
+  applies (bidirectional: none/prefix/dual/dual-lazy; block_causal: the exact block cache);
 - `ar`: the autoregressive twin with its key/value cache.
 
 A pass of a case decodes every prompt in consecutive batches of `batch_size` requests through the public
@@ -23,7 +23,7 @@ from ..sampling import Request, SamplerConfig, stream
 from .hardware import PeakMemory, synchronize
 from .timing import median
 
-FAST_CACHES = {"bidirectional": ("none", "prefix", "dual"), "block_causal": ("block",)}
+FAST_CACHES = {"bidirectional": ("none", "prefix", "dual", "dual-lazy"), "block_causal": ("block",)}
 
 
 @dataclass

@@ -22,7 +22,7 @@ from .shapes import check_fits, check_steps, make_steps, parameter_bytes, random
 from .timing import median, seconds_per_call
 
 # Which step type a decode-mode case repeats (prefix-cache steps feed a length that varies with the block).
-CASE_STEP = {"none": "full", "dual": "dual block", "block": "block cache", "kv": "ar step"}
+CASE_STEP = {"none": "full", "dual": "dual block", "dual-lazy": "dual block", "block": "block cache", "kv": "ar step"}
 
 
 def derive(rows: list[dict], path) -> list[dict]:

@@ -11,7 +11,8 @@ model's attention mode and the per-slot validity mask). That one rule serves eve
 - prefix cache (Fast-dLLM): one full pass at a block start, then feed the block and everything
   after it at the block's start, so the prefix keys are reused until the next block;
 - dual cache: one full pass at a block start, then feed only the block, so the prefix and the
-  masked suffix keys are reused (stale by design) until the next block;
+  masked suffix keys are reused (stale by design) until the next block; its lazy variant feeds the
+  block before and the block at a later block's start instead of a full pass;
 - exact block cache (block_causal models): finished blocks stay in their slots; the current
   block is fed at its start at every step, and once more when clean to commit its keys.
 
@@ -77,3 +78,26 @@ class KVCache:
         self.values = [v[index] for v in self.values]
         self.slot_positions = self.slot_positions[index]
         self.slot_valid = self.slot_valid[index]
+
+    def rows(self, start: int, stop: int) -> "KVCache":
+        """A view of batch rows [start, stop): what a pass through it writes lands in this cache's tensors (but
+        not in this cache's `end`, which the caller updates)."""
+        view = KVCache.__new__(KVCache)
+        view.keys = [k[start:stop] for k in self.keys]
+        view.values = [v[start:stop] for v in self.values]
+        view.slot_positions = self.slot_positions[start:stop]
+        view.slot_valid = self.slot_valid[start:stop]
+        view.max_slots, view.end = self.max_slots, self.end
+        return view
+
+    def place(self, source: "KVCache", row: int, left: int) -> None:
+        """Copy every written slot of `source` into rows [row, row + its batch) at slots moved `left` to the right
+        (how a batch keeps its keys when it is padded on the left to join another)."""
+        rows, slots = slice(row, row + source.batch_size), slice(left, left + source.end)
+        if slots.stop > self.max_slots:
+            raise ValueError(f"placing {source.end} slots at {left} overflows this cache's {self.max_slots}")
+        for mine, theirs in zip(self.keys + self.values, source.keys + source.values):
+            mine[rows, :, slots] = theirs[:, :, :source.end]
+        self.slot_positions[rows, slots] = source.slot_positions[:, :source.end]
+        self.slot_valid[rows, slots] = source.slot_valid[:, :source.end]
+        self.end = max(self.end, slots.stop)

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 POLICY_CHOICES = ("steps", "threshold", "entropy")
 ORDER_CHOICES = ("confidence", "random")
-CACHE_CHOICES = ("auto", "none", "prefix", "dual", "block", "kv")
+CACHE_CHOICES = ("auto", "none", "prefix", "dual", "dual-lazy", "block", "kv")
 
 # argparse destination -> (flag, SamplerConfig field). The destinations are the names commands read.
 SAMPLER_FLAGS = {

@@ -16,7 +16,8 @@ Policies (which masked positions a step reveals; at least one while any remain):
 - `entropy`: EB-sampler rule, the most confident positions while (summed entropy - largest entropy) <= bound.
 
 Caches (`auto` picks the fast exact or standard one for the model's attention):
-- bidirectional models: `none`, `prefix`, `dual` (Fast-dLLM; auto = dual);
+- bidirectional models: `none`, `prefix`, `dual` (Fast-dLLM; auto = dual), `dual-lazy` (dual without the
+  whole-canvas pass at each later block's start; diffusion_decoder.py);
 - block_causal models: `none` (recompute) or `block` (exact cache of finished blocks; auto = block);
 - causal (autoregressive) models: `none` (recompute everything) or `kv` (incremental; auto = kv).
 """
@@ -32,9 +33,9 @@ from ..errors import UnmaskError
 
 POLICIES = ("steps", "threshold", "entropy")
 ORDERS = ("confidence", "random")
-CACHES = ("auto", "none", "prefix", "dual", "block", "kv")
+CACHES = ("auto", "none", "prefix", "dual", "dual-lazy", "block", "kv")
 CACHES_FOR_ATTENTION = {
-    "bidirectional": ("none", "prefix", "dual"),
+    "bidirectional": ("none", "prefix", "dual", "dual-lazy"),
     "block_causal": ("none", "block"),
     "causal": ("none", "kv"),
 }
@@ -53,7 +54,7 @@ class SamplerConfig:
     order: str = "confidence"  # `steps` policy: most confident first, or uniformly random
     block_length: int | None = None  # None: 32, or a block_causal model's block_size; 0: the whole answer at once
     cache: str = "auto"
-    refresh_every: int = 0  # prefix/dual: also refresh the whole cache every N steps inside a block (0: never)
+    refresh_every: int = 0  # prefix/dual(-lazy): also refresh the whole cache every N steps inside a block (0: never)
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     top_k: int = 0  # 0: no top-k filter

@@ -24,6 +24,11 @@ token i + 1, whose predictions for [s, e) come from the logits at [s - 1, e - 1)
 - `dual` (Fast-dLLM): the whole canvas at a block's first step, then only [s - shift, e): the prefix
   and the still-masked suffix keys are reused, stale by design, until the next block (or every
   `refresh_every` steps);
+- `dual-lazy`: `dual` whose first step of a later block feeds only [p - shift, e), p the start of the block
+  decoded before: the finished block's keys become those of its final tokens, while the prompt's and the
+  suffix's stay as the first block's full pass computed them. That first pass of every block is what a
+  `dual` decode spends a third of its time on for 128-token answers; see docs/performance.md for what the
+  staler keys cost (akin to dInfer's vicinity refresh, which refreshes a block's neighbours instead of all);
 - `block` (block_causal models, exact): slots [0, c) hold the exact keys of finished blocks; a step feeds
   [min(c, s - shift), e), so the first step of a block also commits the block before it (no extra
   pass), and c becomes s. Block attention keeps finished blocks blind to later ones, so this equals
@@ -56,7 +61,7 @@ class DiffusionDecoder:
     def __init__(self, model: torch.nn.Module, canvas: Canvas, settings: RowSettings, *, cache: str = "none",
                  refresh_every: int = 0, eos_fill: list[bool] | None = None):
         cfg = model.config
-        assert cache in ("none", "prefix", "dual", "block")
+        assert cache in ("none", "prefix", "dual", "dual-lazy", "block")
         assert cache != "block" or cfg.attention == "block_causal"
         self.model, self.canvas, self.settings = model, canvas, settings
         self.cache_mode, self.refresh_every = cache, refresh_every
@@ -69,6 +74,8 @@ class DiffusionDecoder:
         self.any_eos_fill = any(fill) and settings.stop_ids.shape[1] > 0
         self.kv = KVCache.for_model(model, B, W) if cache != "none" else None
         self.committed_until = 0  # block cache: slots [0, committed_until) hold exact keys
+        self.last_block_start: int | None = None  # dual-lazy: where the block decoded last began (None: no cache yet)
+        self.fresh_from = B  # dual-lazy: rows from here on joined by merge() and have no keys yet
         self.answer_start = torch.tensor([r.answer_start for r in canvas.rows], device=device)
         self.answer_end = torch.tensor([r.answer_end for r in canvas.rows], device=device)
         self.columns = torch.arange(W, device=device)
@@ -100,6 +107,9 @@ class DiffusionDecoder:
         if self.step_in_block == 0:
             self.initial_masked = candidates.sum(-1)
         logits = self._constrain_first(self.block_logits(s, e), s, e)
+        self.fresh_from = self.batch_size  # every row's keys are written now
+        if self.step_in_block == 0:
+            self.last_block_start = s
         if self.settings.any_penalty:
             revealed = c.answer & ~c.masked
             logits = policies.apply_penalties(logits, policies.token_counts(c.tokens, revealed, logits.shape[-1]),
@@ -122,20 +132,38 @@ class DiffusionDecoder:
         lo = s - shift  # the first column whose logits are needed
         if self.cache_mode == "none":
             a, b = 0, W
-        elif self.cache_mode in ("prefix", "dual"):
+        elif self.cache_mode == "dual-lazy" and self.step_in_block == 0 and self.last_block_start is not None:
+            a, b = self.last_block_start - shift, e
+        elif self.cache_mode in ("prefix", "dual", "dual-lazy"):
             refresh = self.step_in_block == 0 or (self.refresh_every and self.step_in_block % self.refresh_every == 0)
             a = 0 if refresh else lo
-            b = e if (self.cache_mode == "dual" and not refresh) else W
+            b = e if (self.cache_mode != "prefix" and not refresh) else W
         else:
             a, b = min(self.committed_until, lo), e
         a = max(a, 0)
-        logits = self.model(c.tokens[:, a:b], position_ids=c.positions[:, a:b], attention_mask=c.valid[:, a:b],
-                            cache=self.kv, cache_start=a, logits_slice=slice(max(lo, 0) - a, e - shift - a))
+        k = self.fresh_from
+        if k < self.batch_size and (a, b) != (0, W):
+            # Rows that merge() admitted have no keys yet: their first pass is the whole canvas, as it is alone.
+            parts = [self._forward(0, k, a, b, lo, e)] if k else []
+            logits = torch.cat(parts + [self._forward(k, self.batch_size, 0, W, lo, e)])
+        else:
+            logits = self._forward(0, self.batch_size, a, b, lo, e)
         if lo < 0:
             # Column 0 is a prompt token (prompts are never empty), so no prediction for it is ever used.
             logits = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)
         if self.cache_mode == "block":
             self.committed_until = max(self.committed_until, s)
+        return logits
+
+    def _forward(self, first: int, stop: int, a: int, b: int, lo: int, e: int) -> torch.Tensor:
+        """Feed columns [a, b) of rows [first, stop), writing their keys; logits for columns [max(lo, 0), e - shift)."""
+        c, rows = self.canvas, slice(first, stop)
+        whole = (first, stop) == (0, self.batch_size)
+        cache = self.kv if whole or self.kv is None else self.kv.rows(first, stop)
+        logits = self.model(c.tokens[rows, a:b], position_ids=c.positions[rows, a:b], attention_mask=c.valid[rows, a:b],
+                            cache=cache, cache_start=a, logits_slice=slice(max(lo, 0) - a, e - self.shift - a))
+        if cache is not self.kv:
+            self.kv.end = max(self.kv.end, cache.end)
         return logits
 
     def _constrain_first(self, logits: torch.Tensor, s: int, e: int) -> torch.Tensor:
@@ -220,6 +248,7 @@ class DiffusionDecoder:
             setattr(self, name, getattr(self, name)[idx])
         if self.kv is not None:
             self.kv.select_rows(idx)
+        self.fresh_from = sum(i < self.fresh_from for i in index)
         self.any_eos_fill = bool(self.eos_fill.any()) and self.settings.stop_ids.shape[1] > 0
         if not index:
             self.finished = True
@@ -235,12 +264,14 @@ class DiffusionDecoder:
         Columns are padded so that both batches' current blocks start at the same column; block grids then
         coincide, since both use the same block length. The cache is rebuilt by the next step, which feeds the
         whole canvas (a refresh, which prefix and dual caches do at every block start anyway; for the exact
-        block cache, one recomputation of the finished blocks). Each row then decodes exactly as it would alone.
+        block cache, one recomputation of the finished blocks); `dual-lazy` keeps this batch's keys, moved with
+        its columns, and feeds only `other`'s rows the whole canvas. Each row then decodes exactly as it would alone.
         """
         assert self.at_block_boundary and other.at_block_boundary and not self.finished and not other.finished
         assert (self.model is other.model and self.cache_mode == other.cache_mode
                 and self.refresh_every == other.refresh_every
                 and self.canvas.block_length == other.canvas.block_length)
+        rows_before, kv_before = self.batch_size, self.kv
         s_self, s_other = self.blocks[self.block_index][0], other.blocks[other.block_index][0]
         left_self, left_other = max(0, s_other - s_self), max(0, s_self - s_other)
         width = max(self.canvas.width + left_self, other.canvas.width + left_other)
@@ -256,6 +287,12 @@ class DiffusionDecoder:
         if self.kv is not None:
             self.kv = KVCache.for_model(self.model, self.batch_size, width)
         self.committed_until = 0
+        if self.cache_mode == "dual-lazy" and self.last_block_start is not None:
+            self.kv.place(kv_before, 0, left_self)
+            self.last_block_start += left_self
+            self.fresh_from = min(self.fresh_from, rows_before)
+        else:
+            self.last_block_start = None  # the next step feeds the whole canvas
         self.blocks = self.canvas.blocks()
         self.block_index = 0
 
