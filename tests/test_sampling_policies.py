@@ -71,11 +71,14 @@ def test_filter_logits_top_k_and_top_p():
 
 def test_greedy_sampling_is_argmax_with_probability_and_entropy():
     logits = torch.randn(2, 3, 7, generator=torch.Generator().manual_seed(0))
-    tokens, conf, ent = P.sample_tokens(logits, settings(2))
+    tokens, conf, ent = P.sample_tokens(logits, settings(2, policy="entropy"))
     probs = logits.softmax(-1)
     assert torch.equal(tokens, logits.argmax(-1))
     torch.testing.assert_close(conf, probs.max(-1).values)
     torch.testing.assert_close(ent, -(probs * probs.log()).sum(-1))
+    # only the entropy policy reads the entropy; the others get the same tokens and confidences without it
+    tokens_t, conf_t, ent_t = P.sample_tokens(logits, settings(2, policy="threshold"))
+    assert torch.equal(tokens_t, tokens) and torch.equal(conf_t, conf) and not ent_t.any()
 
 
 def test_sampled_tokens_follow_the_distribution():
@@ -128,5 +131,5 @@ def test_cache_resolution_per_attention_mode():
 
 def test_entropy_is_in_nats():
     logits = torch.zeros(1, 1, 4)
-    _, conf, ent = P.sample_tokens(logits, settings(1))
+    _, conf, ent = P.sample_tokens(logits, settings(1, policy="entropy"))
     assert math.isclose(ent.item(), math.log(4), rel_tol=1e-6) and math.isclose(conf.item(), 0.25, rel_tol=1e-6)

@@ -148,16 +148,21 @@ def sample_tokens(logits: torch.Tensor, settings: RowSettings,
     Each row's distribution is softmax(filter(logits / temperature)) (temperature 1 for greedy rows,
     as in Dream); greedy rows take its argmax, sampled rows argmax(log p + Gumbel noise), an exact
     sample. Confidence is the probability of the chosen token; entropy is in nats. `gumbel` [B, N, V]
-    holds zeros on greedy rows.
+    holds zeros on greedy rows. The entropy is zeros unless a row's policy is `entropy` (the only user).
     """
-    logits = logits.float()
-    temperature = torch.where(settings.temperature > 0, settings.temperature, torch.ones_like(settings.temperature))
-    scaled = logits / temperature[:, None, None]
+    scaled = logits.float()
+    if settings.sampling_rows:  # else every temperature is 1: dividing would change no bit, only cost a pass
+        temperature = torch.where(settings.temperature > 0, settings.temperature,
+                                  torch.ones_like(settings.temperature))
+        scaled = scaled / temperature[:, None, None]
     if settings.any_filter:
         scaled = filter_logits(scaled, settings.top_k, settings.top_p)
     logp = torch.log_softmax(scaled, dim=-1)
     probs = logp.exp()
-    entropy = -torch.where(probs > 0, probs * logp, torch.zeros_like(probs)).sum(-1)
+    if POLICY_CODES["entropy"] in settings.policies_present:
+        entropy = -torch.where(probs > 0, probs * logp, torch.zeros_like(probs)).sum(-1)
+    else:
+        entropy = torch.zeros_like(probs[..., 0])
     choice = (logp + gumbel if gumbel is not None else logp).argmax(-1)
     confidence = probs.gather(-1, choice[..., None])[..., 0]
     return choice, confidence, entropy
