@@ -210,7 +210,8 @@ class Transformer(nn.Module):
         valid = attention_mask.bool() if attention_mask is not None else None
 
         if cache is not None:
-            cache.write_tokens(cache_start, position_ids, valid if valid is not None else torch.ones_like(position_ids, dtype=torch.bool))
+            written = valid if valid is not None else torch.ones_like(position_ids, dtype=torch.bool)
+            cache.write_tokens(cache_start, position_ids, written)
             k_pos, k_valid = cache.slot_positions[:, : cache.end], cache.slot_valid[:, : cache.end]
             q_slot = torch.arange(cache_start, cache_start + L, device=device)
             k_slot = torch.arange(cache.end, device=device)
