@@ -72,9 +72,12 @@ def add_sampler_arguments(group, *, exclude: Iterable[str] = ()) -> None:
         "block_length": dict(type=int, metavar="N",
                              help="semi-autoregressive block length in tokens (0: the whole answer at once; "
                                   "default 32, or a block-diffusion model's own block size)"),
-        "cache": dict(choices=CACHE_CHOICES, help="key/value cache (auto: the best exact or fast one for the model)"),
+        "cache": dict(choices=CACHE_CHOICES,
+                      help="key/value cache (auto: the best exact or fast one for the model; dual-lazy: dual without "
+                           "the whole-canvas pass at each later block's start)"),
         "refresh_every": dict(type=int, metavar="N",
-                              help="prefix/dual cache: also refresh it every N steps inside a block (0: never)"),
+                              help="prefix/dual/dual-lazy cache: also refresh it every N steps inside a block "
+                                   "(0: never)"),
         "max_new_tokens": dict(type=int, metavar="N", help="answer length limit in tokens"),
         "temperature": dict(type=float, metavar="T", help="sampling temperature (0: greedy)"),
         "top_p": dict(type=float, metavar="P", help="nucleus sampling: keep this much probability mass, in (0, 1]"),
