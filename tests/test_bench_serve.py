@@ -13,8 +13,8 @@ from unmask.bench.serve_run import base_url, percentile
 from unmask.cli import main
 
 ROW_FIELDS = {"concurrency", "requests", "succeeded", "failed", "errors", "first_error_messages", "wall_s",
-              "requests_per_s", "output_tokens", "requests_without_usage", "output_tokens_per_s", "prompt_tokens", "time_to_first_token_s", "latency_s",
-              "records"}
+              "requests_per_s", "output_tokens", "requests_without_usage", "output_tokens_per_s", "prompt_tokens",
+              "time_to_first_token_s", "latency_s", "records"}
 
 
 @pytest.fixture(scope="module")

@@ -230,7 +230,8 @@ class WindowLoader:
             self.state = LoaderState(self.state.epoch + 1, 0)
         order = self._epoch_order(self.state.epoch)
         first = self.state.step * self.global_batch + self.rank * self.batch_size
-        rows = [self.shards.read(int(w) * self.window_len, self.window_len) for w in order[first : first + self.batch_size]]
+        windows = order[first : first + self.batch_size]
+        rows = [self.shards.read(int(w) * self.window_len, self.window_len) for w in windows]
         self.state.step += 1
         return torch.from_numpy(np.stack(rows))
 
