@@ -304,6 +304,19 @@ def test_rows_admitted_at_a_block_boundary_decode_as_alone(attention, cache):
     assert merged == alone
 
 
+@pytest.mark.parametrize("newcomer_prompt", [[80, 81], list(range(80, 100))])
+def test_lazy_dual_cache_keeps_a_running_batchs_keys_when_rows_join(newcomer_prompt):
+    """The running rows keep their (stale by design) keys, moved with their columns, whichever batch is padded;
+    only the newcomers get the whole canvas, so every row decodes as alone."""
+    model = random_lm(shift_logits=True)
+    kw = dict(policy="steps", steps_per_block=2)
+    running = decoder(model, "dual-lazy", prompts=[PROMPTS[1], PROMPTS[0]], answers=(16, 12), **kw)
+    newcomer = decoder(model, "dual-lazy", prompts=[newcomer_prompt], answers=(8,), **kw)
+    merged = run_to_end(running, merge_after=4, newcomer=newcomer)
+    alone = [run_to_end(decoder(model, "dual-lazy", prompts=[p], answers=(m,), **kw))[0]
+             for p, m in ((PROMPTS[1], 16), (PROMPTS[0], 12), (newcomer_prompt, 8))]
+    assert merged == alone
+
 def test_rows_admitted_into_an_autoregressive_batch_decode_as_alone():
     from unmask.sampling import ARDecoder
 
@@ -330,17 +343,3 @@ def test_on_cuda_outputs_are_batch_invariant_and_seeded(attention, cache):
     together = generate(model, None, requests)
     alone = [generate(model, None, [r])[0] for r in requests]
     assert [r.token_ids for r in together] == [r.token_ids for r in alone]
-
-
-@pytest.mark.parametrize("newcomer_prompt", [[80, 81], list(range(80, 100))])
-def test_lazy_dual_cache_keeps_a_running_batchs_keys_when_rows_join(newcomer_prompt):
-    """The running rows keep their (stale by design) keys, moved with their columns, whichever batch is padded;
-    only the newcomers get the whole canvas, so every row decodes as alone."""
-    model = random_lm(shift_logits=True)
-    kw = dict(policy="steps", steps_per_block=2)
-    running = decoder(model, "dual-lazy", prompts=[PROMPTS[1], PROMPTS[0]], answers=(16, 12), **kw)
-    newcomer = decoder(model, "dual-lazy", prompts=[newcomer_prompt], answers=(8,), **kw)
-    merged = run_to_end(running, merge_after=4, newcomer=newcomer)
-    alone = [run_to_end(decoder(model, "dual-lazy", prompts=[p], answers=(m,), **kw))[0]
-             for p, m in ((PROMPTS[1], 16), (PROMPTS[0], 12), (newcomer_prompt, 8))]
-    assert merged == alone
