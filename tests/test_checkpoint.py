@@ -34,6 +34,31 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert gen["threshold"] == 0.9 and gen["mask_token_id"] == 63
 
 
+@pytest.mark.parametrize("meta_above", [0, 10**12], ids=["built-on-meta", "built-on-cpu"])
+@pytest.mark.parametrize("tied", [False, True])
+def test_both_build_devices_load_the_stored_weights(tmp_path, monkeypatch, meta_above, tied):
+    # Large models are built on the meta device, small ones on the CPU (then overwritten): same result.
+    model = tiny_model(tie_word_embeddings=tied)
+    save_pretrained(model, tmp_path / "ck")
+    monkeypatch.setattr(ckpt, "META_BUILD_MIN_PARAMETERS", meta_above)
+    loaded = from_pretrained(tmp_path / "ck")
+    stored = dict(model.state_dict())
+    for name, t in loaded.state_dict().items():
+        assert t.device.type == "cpu" and torch.equal(t, stored.pop(name)), name
+    assert not stored
+    assert (loaded.lm_head.weight is loaded.model.embed_tokens.weight) == tied
+
+
+def test_small_model_missing_a_tensor_still_errors(tmp_path):
+    # Built on the CPU, a tensor the file lacks would keep its random initial value: the check must catch it.
+    save_pretrained(tiny_model(), tmp_path / "ck")
+    tensors = load_file(tmp_path / "ck" / "model.safetensors")
+    del tensors["model.norm.weight"]
+    save_file(tensors, tmp_path / "ck" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="missing tensor.*model.norm.weight"):
+        from_pretrained(tmp_path / "ck")
+
+
 def test_tied_embeddings_stored_once(tmp_path):
     model = tiny_model(tie_word_embeddings=True)
     save_pretrained(model, tmp_path / "ck")
