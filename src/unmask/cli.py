@@ -23,6 +23,7 @@ import sys
 
 from . import __version__
 from .errors import UnmaskError
+from .cpu_threads import restore_threads
 
 # (subcommand, module that registers it, one-line help). The order is the order of the pipeline.
 SUBCOMMANDS = [
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"unmask {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        restore_threads()
 
 
 if __name__ == "__main__":

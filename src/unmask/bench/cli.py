@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cpu_threads import HELP as THREADS_HELP
+
 
 def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help=help_text, description=help_text,
@@ -40,6 +42,7 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", default=None, metavar="B1,B2,...",
                    help="comma-separated batch sizes (default 1,8; shape mode 1,8,32)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--threads", metavar="N", type=int, default=0, help=THREADS_HELP)
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="auto: bfloat16 on a GPU; on a CPU the stored dtype (shape mode: float32)")
     p.add_argument("--repeats", type=int, default=3, metavar="N",
@@ -123,6 +126,7 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cpu_threads import use_threads
     from ..errors import UnmaskError
 
     if args.mode == "serve":
@@ -145,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if args.random_weights and args.shape is None:
         raise UnmaskError("--random-weights needs --shape NAME")
     device = _device(args.device)
+    use_threads(args.threads, args.device)
     torch.manual_seed(args.seed)
     if args.shape is not None:
         from .shape_run import run_shape

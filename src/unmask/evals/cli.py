@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..cpu_threads import HELP as THREADS_HELP
 from ..sampling.cli_args import add_sampler_arguments, sampler_config_from_args
 
 CODE_TASKS = ("humaneval", "infill-single", "infill-multi", "infill-span")
@@ -41,6 +42,7 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     m.add_argument("--url", default=None, help="score an OpenAI-compatible server instead (its /v1/completions)")
     m.add_argument("--served-model", default="default", help="with --url: the model name to request")
     m.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    m.add_argument("--threads", metavar="N", type=int, default=0, help=THREADS_HELP)
     r = p.add_argument_group("run")
     r.add_argument("--n-samples", type=int, default=1, help="samples per task")
     r.add_argument("--k", default="1", help="comma-separated k of pass@k")
@@ -154,8 +156,10 @@ def _completer(args, model, lm=None, **sampler_overrides):
             raise UnmaskError("--url scores a server; it does not combine with --model, --ar-model or sweep")
         return OpenAICompleter(args.url, args.served_model, max_tokens=args.max_new_tokens or _default_tokens(args),
                                temperature=args.temperature or 0.0, top_p=args.top_p or 1.0)
+    from ..cpu_threads import use_threads
     from ..model.loading import load_model
 
+    use_threads(args.threads, args.device)
     lm = lm or load_model(model, device=args.device)
     if args.task == "lines" or args.sweep_task == "lines":
         sampler_overrides.setdefault("max_new_tokens", args.max_new_tokens or LINES_DEFAULT_MAX_NEW_TOKENS)
@@ -234,6 +238,7 @@ def _print_summary(results: dict) -> None:
 
 def _run_likelihood(args) -> int:
     from ..errors import UnmaskError
+    from ..cpu_threads import use_threads
     from ..model.loading import load_model
     from .completers import weights_sha256
     from .runner import hardware_info, software_info
@@ -242,6 +247,7 @@ def _run_likelihood(args) -> int:
         raise UnmaskError("eval likelihood needs --shards DIR (a folder made by 'unmask corpus tokenize')")
     from .likelihood import evaluate_likelihood
 
+    use_threads(args.threads, args.device)
     lm = load_model(args.model, device=args.device)
     result = evaluate_likelihood(lm, args.shards, split=args.split, window_len=args.window, num_windows=args.windows,
                                  mc_samples=args.mc_samples, seed=args.seed, batch_size=args.batch_size or 8,
@@ -264,6 +270,7 @@ def _run_likelihood(args) -> int:
 
 
 def _run_sweep(args) -> int:
+    from ..cpu_threads import use_threads
     from ..errors import UnmaskError
     from ..model.loading import load_model
     from .sweep import parse_grid, run_sweep, sampler_field_types
@@ -272,6 +279,7 @@ def _run_sweep(args) -> int:
     if args.url:
         raise UnmaskError("sweep decodes a local model with many sampler settings; --url is not supported")
     points = parse_grid(args.grid, sampler_field_types())
+    use_threads(args.threads, args.device)
     lm = load_model(args.model, device=args.device)
     out = Path(args.out or Path("runs") / "eval" / lm.name / f"sweep-{Path(task).name.split('.')[0]}")
 

@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..cpu_threads import HELP as THREADS_HELP
 from .cli_args import CACHE_CHOICES, POLICY_CHOICES, add_sampler_arguments, sampler_config_from_args
 
 __all__ = ["CACHE_CHOICES", "POLICY_CHOICES", "register", "run"]
@@ -38,6 +39,7 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p.set_defaults(stop_at_block_end=True)
     o = p.add_argument_group("output")
     o.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    o.add_argument("--threads", metavar="N", type=int, default=0, help=THREADS_HELP)
     o.add_argument("--watch", action="store_true", help="draw the draft as it refines")
     o.add_argument("--stats", action="store_true",
                    help="print forward passes, tokens per forward and tokens/s to stderr")
@@ -80,10 +82,12 @@ def _read_file(path: Path, flag: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UnmaskError
+    from ..cpu_threads import use_threads
     from ..model import load_model
     from .generate import Request, generate, stream
 
     prompt, suffix = read_text(args)
+    use_threads(args.threads, args.device)
     lm = load_model(args.model, device=args.device)
     if lm.tokenizer is None:
         raise UnmaskError(f"{lm.path}: no tokenizer.json in the model folder")

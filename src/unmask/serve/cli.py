@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..cpu_threads import HELP as THREADS_HELP
 from ..sampling.cli_args import add_sampler_arguments
 
 
@@ -36,6 +37,7 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--max-n", metavar="N", type=int, default=8,
                    help="the most choices (n x prompts) per request (default 8)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--threads", metavar="N", type=int, default=0, help=THREADS_HELP)
     p.add_argument("--seed", metavar="N", type=int, default=0,
                    help="seeds the seeds of requests that give none (default 0); a request's seed is its own")
     p.add_argument("--graceful-timeout", metavar="S", type=float, default=30.0,
@@ -116,8 +118,10 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import threading
 
+    from ..cpu_threads import use_threads
     from ..errors import UnmaskError
 
+    use_threads(args.threads, args.device)
     app, engine = build_app(args)
     api_key = args.api_key if args.api_key is not None else os.environ.get("UNMASK_API_KEY") or None
     import uvicorn

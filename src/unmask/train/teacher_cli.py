@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cpu_threads import HELP as THREADS_HELP
+
 
 def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     from ..sampling.cli_args import add_sampler_arguments
@@ -30,7 +32,7 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="answers decoded together (default 16)")
     p.add_argument("--seed", type=int, default=0, help="which windows become prompts (default 0)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", metavar="N", type=int, default=0, help=THREADS_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_sampler_arguments(p.add_argument_group("teacher's sampler (defaults: its generation_config.json)"),
                           exclude=("seed", "max_new_tokens", "stop", "stop_token_ids", "infill_length",
@@ -44,12 +46,12 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ..cpu_threads import use_threads
     from ..model import load_model
     from ..sampling.cli_args import sampler_config_from_args
     from .teacher import TeacherSpec, write_teacher_shards
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads, args.device)
     spec = TeacherSpec(prompts=args.prompts, val_prompts=args.val_prompts, prompt_len=args.prompt_len,
                        answer_len=args.answer_len, batch_size=args.batch_size, seed=args.seed)
     spec.validate()
