@@ -45,26 +45,20 @@ def threads_restored():
     torch.set_num_threads(before)
 
 
-def test_busy_machine_lowers_the_count_and_says_why(monkeypatch, threads_restored):
+@pytest.mark.parametrize("busy, expected", [(1.0, 1), (0.1, 2)])
+def test_busy_cores_are_left_out_and_the_note_says_why(monkeypatch, threads_restored, busy, expected):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     torch.set_num_threads(2)
     monkeypatch.setattr(cpu_threads, "usable_cpus", lambda: {0, 1})
-    monkeypatch.setattr(cpu_threads, "busy_cores", lambda cpus: 1.0)
+    monkeypatch.setattr(cpu_threads, "busy_cores", lambda cpus: busy)
     notes = []
-    assert cpu_threads.use_threads(0, "cpu", note=notes.append) == 1
-    assert torch.get_num_threads() == 1
-    assert notes and "1.0 of 2 CPU cores are busy" in notes[0] and "--threads" in notes[0]
+    assert cpu_threads.use_threads(0, "cpu", note=notes.append) == expected == torch.get_num_threads()
+    if expected < 2:
+        assert len(notes) == 1 and "1.0 of 2 CPU cores are busy" in notes[0] and "--threads" in notes[0]
+    else:
+        assert not notes
     cpu_threads.restore_threads()
     assert torch.get_num_threads() == 2
-
-
-def test_idle_machine_keeps_torch_default(monkeypatch, threads_restored):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    torch.set_num_threads(2)
-    monkeypatch.setattr(cpu_threads, "usable_cpus", lambda: {0, 1})
-    monkeypatch.setattr(cpu_threads, "busy_cores", lambda cpus: 0.1)
-    notes = []
-    assert cpu_threads.use_threads(0, "cpu", note=notes.append) == 2 and not notes
 
 
 @pytest.mark.parametrize("env, device", [("2", "cpu"), (None, "cuda")])
