@@ -138,6 +138,30 @@ def test_greedy_output_does_not_depend_on_the_batch(attention, cache):
         assert t.stats.forward_passes == a.stats.forward_passes
 
 
+@pytest.mark.parametrize("attention, cache", [
+    ("bidirectional", "none"), ("bidirectional", "dual"), ("bidirectional", "prefix"), ("bidirectional", "dual-lazy"),
+    ("block_causal", "block"),
+])
+def test_rows_done_with_the_block_are_left_out_of_the_pass_and_change_nothing(attention, cache):
+    model = random_lm(attention=attention, block_size=4 if attention == "block_causal" else None)
+    block = None if attention == "block_causal" else 4
+    fast = SamplerConfig(cache=cache, policy="threshold", threshold=1e-9, max_new_tokens=12, block_length=block)
+    slow = SamplerConfig(cache=cache, policy="steps", steps_per_block=4, max_new_tokens=12, block_length=block)
+    requests = [Request(prompt_ids=PROMPTS[0], config=fast), Request(prompt_ids=PROMPTS[1], config=slow),
+                Request(prompt_ids=PROMPTS[2], config=fast)]
+    rows_fed = []
+    hook = model.register_forward_hook(lambda module, inputs, output: rows_fed.append(output.shape[0]))
+    try:
+        together = generate(model, None, requests)
+    finally:
+        hook.remove()
+    # The fast rows finish each block in one step and wait out of the pass: each row is fed exactly in the
+    # passes in which it had a position to decide.
+    assert sum(rows_fed) == sum(t.stats.forward_passes for t in together) < 3 * len(rows_fed)
+    for t, a in zip(together, [generate(model, None, [r])[0] for r in requests]):
+        assert t.token_ids == a.token_ids and t.stats.forward_passes == a.stats.forward_passes
+
+
 @pytest.mark.parametrize("attention", ["bidirectional", "causal"])
 def test_sampling_is_determined_by_the_seed_alone(attention):
     model = random_lm(attention=attention, shift_logits=attention == "causal")

@@ -90,6 +90,24 @@ class KVCache:
         view.max_slots, view.end = self.max_slots, self.end
         return view
 
+    def take_rows(self, index: torch.Tensor) -> "KVCache":
+        """A copy of the batch rows in `index` (slots [0, end)): a pass over some rows only writes into it, and
+        `put_rows` copies what it wrote back."""
+        part = KVCache.__new__(KVCache)
+        part.keys = [k[index, :, : self.end] for k in self.keys]
+        part.values = [v[index, :, : self.end] for v in self.values]
+        part.slot_positions = self.slot_positions[index, : self.end]
+        part.slot_valid = self.slot_valid[index, : self.end]
+        part.max_slots, part.end = self.end, self.end
+        return part
+
+    def put_rows(self, index: torch.Tensor, part: "KVCache", start: int, stop: int) -> None:
+        """Copy slots [start, stop) of `part` (from take_rows(index)) back into the rows in `index`."""
+        for mine, theirs in zip(self.keys + self.values, part.keys + part.values):
+            mine[index, :, start:stop] = theirs[:, :, start:stop]
+        self.slot_positions[index, start:stop] = part.slot_positions[:, start:stop]
+        self.slot_valid[index, start:stop] = part.slot_valid[:, start:stop]
+
     def place(self, source: "KVCache", row: int, left: int) -> None:
         """Copy every written slot of `source` into rows [row, row + its batch) at slots moved `left` to the right
         (how a batch keeps its keys when it is padded on the left to join another)."""

@@ -34,6 +34,10 @@ token i + 1, whose predictions for [s, e) come from the logits at [s - 1, e - 1)
   pass), and c becomes s. Block attention keeps finished blocks blind to later ones, so this equals
   recomputing the whole canvas.
 
+A row that has nothing left to reveal in the block while other rows still do waits out of the forward passes
+(`_forward_busy_rows`): fed, it would only rewrite keys that the next block's first pass rewrites anyway, so its
+tokens do not change. At batch 8 on the default model about half of the row passes were such waits.
+
 Once a row reveals one of its stop tokens (settings.stop_ids: end-of-text, or any id that ends a turn),
 every masked position after it becomes the row's first stop id (its end-of-text) too, so no step is
 spent past the end of an answer (infilling rows keep decoding: their end is the suffix).
@@ -76,6 +80,7 @@ class DiffusionDecoder:
         self.committed_until = 0  # block cache: slots [0, committed_until) hold exact keys
         self.last_block_start: int | None = None  # dual-lazy: where the block decoded last began (None: no cache yet)
         self.fresh_from = B  # dual-lazy: rows from here on joined by merge() and have no keys yet
+        self.idle: list[bool] | None = None  # rows with nothing to reveal in the current block (from poll)
         self.answer_start = torch.tensor([r.answer_start for r in canvas.rows], device=device)
         self.answer_end = torch.tensor([r.answer_end for r in canvas.rows], device=device)
         self.columns = torch.arange(W, device=device)
@@ -106,7 +111,7 @@ class DiffusionDecoder:
         candidates = c.masked[:, s:e] & ~self.done[:, None]
         if self.step_in_block == 0:
             self.initial_masked = candidates.sum(-1)
-        logits = self._constrain_first(self.block_logits(s, e), s, e)
+        logits = self._constrain_first(self.block_logits(s, e, skip_idle=True), s, e)
         self.fresh_from = self.batch_size  # every row's keys are written now
         if self.step_in_block == 0:
             self.last_block_start = s
@@ -123,10 +128,12 @@ class DiffusionDecoder:
         self.step_in_block += 1
         self.num_steps += 1
 
-    def block_logits(self, s: int, e: int) -> torch.Tensor:
+    def block_logits(self, s: int, e: int, skip_idle: bool = False) -> torch.Tensor:
         """Logits [B, e - s, V] predicting the block's columns, with as little fed as the cache allows.
 
         For the exact block cache this also commits the finished block before s (see the module docstring).
+        skip_idle: rows that the last poll() found with nothing left to reveal in the block are not fed, and
+        get zero logits (`_forward_busy_rows`).
         """
         c, W, shift = self.canvas, self.canvas.width, self.shift
         lo = s - shift  # the first column whose logits are needed
@@ -142,10 +149,13 @@ class DiffusionDecoder:
             a, b = min(self.committed_until, lo), e
         a = max(a, 0)
         k = self.fresh_from
+        idle = self.idle if skip_idle and k == self.batch_size else None
         if k < self.batch_size and (a, b) != (0, W):
             # Rows that merge() admitted have no keys yet: their first pass is the whole canvas, as it is alone.
             parts = [self._forward(0, k, a, b, lo, e)] if k else []
             logits = torch.cat(parts + [self._forward(k, self.batch_size, 0, W, lo, e)])
+        elif idle is not None and any(idle) and not all(idle) and (self.kv is None or b <= self.kv.end):
+            logits = self._forward_busy_rows([r for r, x in enumerate(idle) if not x], a, b, lo, e)
         else:
             logits = self._forward(0, self.batch_size, a, b, lo, e)
         if lo < 0:
@@ -165,6 +175,24 @@ class DiffusionDecoder:
         if cache is not self.kv:
             self.kv.end = max(self.kv.end, cache.end)
         return logits
+
+    def _forward_busy_rows(self, rows: list[int], a: int, b: int, lo: int, e: int) -> torch.Tensor:
+        """`_forward` of every row for the rows that still have masks in the block; the others get zero logits.
+
+        A row that has finished the block while others have not would only rewrite the keys of its final
+        tokens at every step; whatever a step writes into [a, b) the next block's first pass overwrites (the
+        whole canvas; the lazy start and the block cache's commit feed [block start - shift, ...)), so leaving
+        such rows out changes no row's tokens. Their cache rows are copied out and back (take_rows/put_rows).
+        """
+        c, idx = self.canvas, torch.tensor(rows, device=self.device)
+        part = self.kv.take_rows(idx) if self.kv is not None else None
+        logits = self.model(c.tokens[idx, a:b], position_ids=c.positions[idx, a:b], attention_mask=c.valid[idx, a:b],
+                            cache=part, cache_start=a, logits_slice=slice(max(lo, 0) - a, e - self.shift - a))
+        if part is not None:
+            self.kv.put_rows(idx, part, a, b)
+        out = logits.new_zeros((self.batch_size, *logits.shape[1:]))
+        out[idx] = logits
+        return out
 
     def _constrain_first(self, logits: torch.Tensor, s: int, e: int) -> torch.Tensor:
         """Rows with a healed prompt: their answer's first column may take only the allowed tokens."""
@@ -218,10 +246,14 @@ class DiffusionDecoder:
         open_columns = (c.masked & ~self.done[:, None]).any(0)  # [W]
         first_masked = torch.where(c.masked, self.columns[None, :], c.width).min(-1).values
         committed = torch.minimum(first_masked, self.answer_end) - self.answer_start
-        host = torch.cat([open_columns.long(), self.done.long(), committed]).tolist()
+        host = torch.cat([open_columns.long(), self.done.long(), committed, first_masked]).tolist()
         W, B = c.width, self.batch_size
-        open_host, done, committed_host = host[:W], host[W:W + B], host[W + B:]
+        open_host, done, committed_host, first_host = host[:W], host[W:W + B], host[W + B:W + 2 * B], host[W + 2 * B:]
         self._seek_block(open_host)
+        if not self.finished:
+            # Blocks finish in order, so a row has masks in the block [s, e) exactly when its first is before e.
+            e = self.blocks[self.block_index][1]
+            self.idle = [bool(d) or f >= e for d, f in zip(done, first_host)]
         return Poll([bool(d) for d in done], committed_host)
 
     def _seek_block(self, open_columns: list[int]) -> None:
@@ -249,6 +281,7 @@ class DiffusionDecoder:
         if self.kv is not None:
             self.kv.select_rows(idx)
         self.fresh_from = sum(i < self.fresh_from for i in index)
+        self.idle = [self.idle[i] for i in index] if self.idle is not None else None
         self.any_eos_fill = bool(self.eos_fill.any()) and self.settings.stop_ids.shape[1] > 0
         if not index:
             self.finished = True
@@ -295,6 +328,7 @@ class DiffusionDecoder:
             self.last_block_start = None  # the next step feeds the whole canvas
         self.blocks = self.canvas.blocks()
         self.block_index = 0
+        self.idle = None
 
     @torch.no_grad()
     def junction_logprob(self, rows: list[int], num_tokens: int) -> list[float]:
