@@ -36,7 +36,8 @@ token i + 1, whose predictions for [s, e) come from the logits at [s - 1, e - 1)
 
 A row that has nothing left to reveal in the block while other rows still do waits out of the forward passes
 (`_forward_busy_rows`): fed, it would only rewrite keys that the next block's first pass rewrites anyway, so its
-tokens do not change. At batch 8 on the default model about half of the row passes were such waits.
+tokens do not change. At batch 8 on the default model 45 % of the rows fed were such waits (1,565 of 3,500 on
+32 HumanEval prompts, 128 tokens).
 
 Once a row reveals one of its stop tokens (settings.stop_ids: end-of-text, or any id that ends a turn),
 every masked position after it becomes the row's first stop id (its end-of-text) too, so no step is
