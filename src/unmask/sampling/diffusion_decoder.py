@@ -178,7 +178,7 @@ class DiffusionDecoder:
         return logits
 
     def _forward_busy_rows(self, rows: list[int], a: int, b: int, lo: int, e: int) -> torch.Tensor:
-        """`_forward` of every row for the rows that still have masks in the block; the others get zero logits.
+        """Logits of every row from a pass over the rows that still have masks in the block; the others get zeros.
 
         A row that has finished the block while others have not would only rewrite the keys of its final
         tokens at every step; whatever a step writes into [a, b) the next block's first pass overwrites (the
