@@ -72,6 +72,18 @@ def test_user_choice_and_gpu_runs_are_left_alone(monkeypatch, threads_restored, 
     assert cpu_threads.use_threads(0, device) == 2
 
 
+def test_the_cores_are_looked_at_once_per_command(monkeypatch, threads_restored):
+    # eval loads a model and its twin, sweep one completer per grid point: one look, one count
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    looks = []
+    monkeypatch.setattr(cpu_threads, "usable_cpus", lambda: {0, 1})
+    monkeypatch.setattr(cpu_threads, "busy_cores", lambda cpus: looks.append(1) or 1.0)
+    assert [cpu_threads.use_threads(0, "cpu", note=print) for _ in range(3)] == [1, 1, 1] and len(looks) == 1
+    cpu_threads.restore_threads()
+    assert cpu_threads.use_threads(0, "cpu", note=print) == 1 and len(looks) == 2
+
+
 def test_explicit_count_wins_and_bad_counts_error(monkeypatch, threads_restored):
     monkeypatch.setattr(cpu_threads, "busy_cores", lambda cpus: pytest.fail("an explicit count measures nothing"))
     assert cpu_threads.use_threads(1, "cpu") == 1 and torch.get_num_threads() == 1

@@ -22,8 +22,8 @@ import os
 import sys
 
 from . import __version__
-from .errors import UnmaskError
 from .cpu_threads import restore_threads
+from .errors import UnmaskError
 
 # (subcommand, module that registers it, one-line help). The order is the order of the pipeline.
 SUBCOMMANDS = [

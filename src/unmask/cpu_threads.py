@@ -79,16 +79,20 @@ def check_threads(value: int, flag: str = "--threads") -> None:
 
 
 _before: int | None = None  # torch's thread count before use_threads first changed it
+_chosen: int | None = None  # the count use_threads chose for this command (a command may load several models)
 
 
 def use_threads(requested: int, device: str = "cpu", *, note: Callable[[str], None] | None = None) -> int:
     """Set torch's CPU thread count for the rest of the command: `requested`, or with 0 the choice above.
-    Returns the count; `note(text)` hears why it was lowered (default: stderr). `restore_threads` undoes it."""
-    global _before
+    Returns the count; `note(text)` hears why it was lowered (default: stderr). `restore_threads` undoes it.
+    The cores are looked at once per command: a later call with 0 keeps the count chosen first."""
+    global _before, _chosen
     import torch
 
     check_threads(requested)
     current = torch.get_num_threads()
+    if not requested and _chosen is not None:
+        return _chosen
     if requested:
         threads = requested
     elif not str(device).startswith("cpu") or os.environ.get("OMP_NUM_THREADS"):
@@ -105,13 +109,15 @@ def use_threads(requested: int, device: str = "cpu", *, note: Callable[[str], No
         if _before is None:
             _before = current
         torch.set_num_threads(threads)
+    _chosen = threads
     return threads
 
 
 def restore_threads() -> None:
     """Give torch back the thread count it had before use_threads (the CLI's entry point calls this on exit, so
     that a command run in-process, as the tests do, leaves the process as it found it)."""
-    global _before
+    global _before, _chosen
+    _chosen = None
     if _before is not None:
         import torch
 

@@ -237,8 +237,8 @@ def _print_summary(results: dict) -> None:
 
 
 def _run_likelihood(args) -> int:
-    from ..errors import UnmaskError
     from ..cpu_threads import use_threads
+    from ..errors import UnmaskError
     from ..model.loading import load_model
     from .completers import weights_sha256
     from .runner import hardware_info, software_info

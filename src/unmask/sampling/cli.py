@@ -81,8 +81,8 @@ def _read_file(path: Path, flag: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UnmaskError
     from ..cpu_threads import use_threads
+    from ..errors import UnmaskError
     from ..model import load_model
     from .generate import Request, generate, stream
 

@@ -44,8 +44,6 @@ def register(subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    import torch
-
     from ..cpu_threads import use_threads
     from ..model import load_model
     from ..sampling.cli_args import sampler_config_from_args
